@@ -1,0 +1,36 @@
+# proxydhcp — the commands the README and CI use.
+PYTHON ?= python3
+PYTEST ?= $(PYTHON) -m pytest
+
+.PHONY: install dev test test-fast lint typecheck demo bench bench-smoke fuzz clean
+
+install:            ## install proxydhcp and its test tools into the current Python
+	$(PYTHON) -m pip install -q -e '.[test,fast]'
+
+test:               ## the whole suite: unit, golden, namespace integration and QEMU end-to-end (root)
+	$(PYTEST) -q --timeout=900
+
+test-fast:          ## everything but the QEMU end-to-end boots
+	$(PYTEST) -q -m 'not e2e' --timeout=300
+
+lint:
+	$(PYTHON) -m ruff check proxydhcp tests bench
+	$(PYTHON) -m ruff format --check proxydhcp
+
+typecheck:
+	$(PYTHON) -m mypy --strict proxydhcp
+
+demo:               ## boot a BIOS and a UEFI VM through proxydhcp on a throwaway virtual network (root)
+	$(PYTHON) -m tests.e2e.demo
+
+bench:              ## side-by-side benchmark against tftpd-hpa, dnsmasq, atftpd, py3tftp, tftpy, PyPXE (root)
+	$(PYTHON) -m bench.run
+
+bench-smoke:        ## a few seconds of every benchmark, so it does not rot (run by CI)
+	$(PYTHON) -m bench.run --smoke
+
+fuzz:               ## coverage-guided fuzzing of the decoders (atheris), bounded in time
+	$(PYTHON) -m tests.fuzz.run --seconds $${FUZZ_SECONDS:-300}
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from proxydhcp.cli import main
+
+main()

@@ -1,0 +1,261 @@
+"""Command line (typer). Builds Settings from flags + file, sets up logging, hands over to a module.
+
+No protocol code lives here: each command calls one function of the module that owns the work.
+Exit codes: 0 ok, 1 the command ran and found a failure (e.g. `probe`: would not boot), 2 usage or
+configuration error with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from proxydhcp import __version__
+from proxydhcp.config import Settings, effective_toml, load_settings
+from proxydhcp.errors import ConfigError
+from proxydhcp.log import setup_logging
+
+app = typer.Typer(
+    name="proxydhcp",
+    help="PXE network boot beside a DHCP server you may not touch: proxyDHCP (67/4011) + TFTP.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"proxydhcp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """proxydhcp: answers PXE clients with boot server and file, never with an address."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"proxydhcp: {message}", err=True)
+    return typer.Exit(code)
+
+
+# Flags shared by `serve`, `check-config` and `explain` (DESIGN.md §3). Each maps to one config key.
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+InterfaceOpt = Annotated[
+    list[str] | None, typer.Option("--interface", "-i", help="Interface to serve (repeat). [server.interfaces]")
+]
+SubnetOpt = Annotated[
+    list[str] | None, typer.Option("--subnet", "-s", help="Enable a subnet, e.g. 10.0.0.0/24 (repeat). [[subnet]]")
+]
+BootFileOpt = Annotated[
+    list[str] | None,
+    typer.Option("--boot-file", help="ARCH=FILE, e.g. bios=undionly.kpxe, efi-x64=ipxe.efi (repeat). [boot]"),
+]
+IpxeOpt = Annotated[
+    str | None, typer.Option("--ipxe-boot-file", help="File or URL for clients already running iPXE. [boot.ipxe]")
+]
+ServerIpOpt = Annotated[
+    str | None, typer.Option("--server-ip", help="Address for option 54/siaddr. [server.server_ip]")
+]
+TftpRootOpt = Annotated[
+    Path | None, typer.Option("--tftp-root", help="Serve this directory over TFTP. [tftp.root]")
+]
+NoTftpOpt = Annotated[bool, typer.Option("--no-tftp", help="Do not start the TFTP server. [tftp.enabled]")]
+TftpPortOpt = Annotated[int | None, typer.Option("--tftp-port", help="TFTP port. [tftp.port]")]
+ColocatedOpt = Annotated[
+    bool, typer.Option("--colocated", help="Bind port 4011 only (DHCP server on this host). [server.colocated]")
+]
+DelayOpt = Annotated[
+    int | None, typer.Option("--reply-delay-ms", help="Delay proxy offers. [server.reply_delay_ms]")
+]
+LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="text or json. [log.format]")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level. [log.level]")]
+MetricsOpt = Annotated[
+    str | None, typer.Option("--metrics", help="Serve Prometheus metrics on ADDR:PORT. [metrics.listen]")
+]
+UserOpt = Annotated[str | None, typer.Option("--user", help="Drop privileges to this user. [server.user]")]
+
+
+def build_overrides(
+    interface: list[str] | None = None,
+    subnet: list[str] | None = None,
+    boot_file: list[str] | None = None,
+    ipxe_boot_file: str | None = None,
+    server_ip: str | None = None,
+    tftp_root: Path | None = None,
+    no_tftp: bool = False,
+    tftp_port: int | None = None,
+    colocated: bool = False,
+    reply_delay_ms: int | None = None,
+    log_format: str | None = None,
+    verbose: bool = False,
+    metrics: str | None = None,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Flags → the config file's shape. Unset flags are left out so the file's values stand."""
+    server: dict[str, Any] = {}
+    tftp: dict[str, Any] = {}
+    boot: dict[str, str] = {}
+    log: dict[str, Any] = {}
+    if interface:
+        server["interfaces"] = list(interface)
+    if server_ip:
+        server["server_ip"] = server_ip
+    if colocated:
+        server["colocated"] = True
+    if reply_delay_ms is not None:
+        server["reply_delay_ms"] = reply_delay_ms
+    if user:
+        server["user"] = user
+    if tftp_root is not None:
+        tftp["root"] = str(tftp_root)
+    if no_tftp:
+        tftp["enabled"] = False
+    if tftp_port is not None:
+        tftp["port"] = tftp_port
+    for item in boot_file or []:
+        arch, sep, name = item.partition("=")
+        if not sep or not arch or not name:
+            raise ConfigError(f"--boot-file: expected ARCH=FILE, got {item!r}")
+        boot[arch] = name
+    if ipxe_boot_file:
+        boot["ipxe"] = ipxe_boot_file
+    if log_format:
+        log["format"] = log_format
+    if verbose:
+        log["level"] = "debug"
+    out: dict[str, Any] = {}
+    for key, value in (("server", server), ("tftp", tftp), ("boot", boot), ("log", log)):
+        if value:
+            out[key] = value
+    if subnet:
+        out["subnet"] = [{"cidr": cidr} for cidr in subnet]
+    if metrics:
+        out["metrics"] = {"listen": metrics}
+    return out
+
+
+def settings_from_flags(config: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(config, build_overrides(**flags))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    interface: InterfaceOpt = None,
+    subnet: SubnetOpt = None,
+    boot_file: BootFileOpt = None,
+    ipxe_boot_file: IpxeOpt = None,
+    server_ip: ServerIpOpt = None,
+    tftp_root: TftpRootOpt = None,
+    no_tftp: NoTftpOpt = False,
+    tftp_port: TftpPortOpt = None,
+    colocated: ColocatedOpt = False,
+    reply_delay_ms: DelayOpt = None,
+    log_format: LogFormatOpt = None,
+    verbose: VerboseOpt = False,
+    metrics: MetricsOpt = None,
+    user: UserOpt = None,
+) -> None:
+    """Run the proxyDHCP service (ports 67 and 4011) and, with --tftp-root, the TFTP server."""
+    try:
+        overrides = build_overrides(
+            interface=interface,
+            subnet=subnet,
+            boot_file=boot_file,
+            ipxe_boot_file=ipxe_boot_file,
+            server_ip=server_ip,
+            tftp_root=tftp_root,
+            no_tftp=no_tftp,
+            tftp_port=tftp_port,
+            colocated=colocated,
+            reply_delay_ms=reply_delay_ms,
+            log_format=log_format,
+            verbose=verbose,
+            metrics=metrics,
+            user=user,
+        )
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    setup_logging(settings.log.format, settings.log.level)
+    from proxydhcp.server import run_service
+
+    # The file and flags go along so that SIGHUP can rebuild the settings the same way.
+    raise typer.Exit(run_service(settings, config_file=config, overrides=overrides))
+
+
+@app.command()
+def tftp(
+    root: Annotated[Path, typer.Option("--root", help="Directory to serve (read-only).")],
+    address: Annotated[str, typer.Option("--address", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", help="UDP port.")] = 69,
+    max_blksize: Annotated[int, typer.Option("--max-blksize", help="Largest blksize granted.")] = 1468,
+    max_windowsize: Annotated[int, typer.Option("--max-windowsize", help="Largest windowsize granted.")] = 16,
+    log_format: LogFormatOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the TFTP server alone."""
+    try:
+        IPv4Address(address)
+    except ValueError:
+        raise fail(f"--address: not an IPv4 address: {address!r}") from None
+    if not root.is_dir():
+        raise fail(f"--root: not a directory: {root}")
+    setup_logging(log_format or "text", "debug" if verbose else "info")
+    from proxydhcp.tftp.server import run_standalone
+
+    raise typer.Exit(
+        run_standalone(
+            root=root, address=address, port=port, max_blksize=max_blksize, max_windowsize=max_windowsize
+        )
+    )
+
+
+@app.command("check-config")
+def check_config(
+    config: ConfigOpt = None,
+    interface: InterfaceOpt = None,
+    subnet: SubnetOpt = None,
+    boot_file: BootFileOpt = None,
+    ipxe_boot_file: IpxeOpt = None,
+    server_ip: ServerIpOpt = None,
+    tftp_root: TftpRootOpt = None,
+    no_tftp: NoTftpOpt = False,
+    colocated: ColocatedOpt = False,
+) -> None:
+    """Validate the configuration and print the effective settings as TOML."""
+    settings = settings_from_flags(
+        config,
+        interface=interface,
+        subnet=subnet,
+        boot_file=boot_file,
+        ipxe_boot_file=ipxe_boot_file,
+        server_ip=server_ip,
+        tftp_root=tftp_root,
+        no_tftp=no_tftp,
+        colocated=colocated,
+    )
+    typer.echo(effective_toml(settings), nl=False)
+    if not settings.subnet:
+        typer.echo(
+            "# warning: no subnet is enabled, so no client will be answered; add --subnet CIDR or a [[subnet]] table",
+            err=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="proxydhcp")

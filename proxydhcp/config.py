@@ -1,0 +1,281 @@
+"""Configuration: one pydantic model tree, filled from a TOML file, `PROXYDHCP_*` environment variables
+and command-line flags (highest priority first: flags, environment, file, defaults).
+
+Defaults live here and only here. Every key mirrors a flag of `proxydhcp serve` (DESIGN.md §3-4).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from proxydhcp.dhcp.arch import canonical_arch_key
+from proxydhcp.errors import ConfigError
+
+IPXE_KEY = "ipxe"  # the [boot] key naming what clients already running iPXE get
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
+
+
+def normalize_mac(text: str) -> str:
+    """`52-54-00-AA-BB-CC`, `525400aabbcc` or `52:54:00:aa:bb:cc` → `52:54:00:aa:bb:cc`."""
+    value = text.strip().lower()
+    if not _MAC_RE.match(value):
+        raise ValueError(f"not a MAC address: {text!r}")
+    digits = re.sub(r"[:-]", "", value)
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def _normalize_boot_table(table: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        name = IPXE_KEY if key.strip().lower() == IPXE_KEY else canonical_arch_key(key)
+        if not isinstance(value, str) or not value or len(value.encode()) > 127:
+            raise ValueError(f"boot file for {key!r} must be a non-empty name of at most 127 bytes")
+        out[name] = value
+    return out
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ServerSettings(_Section):
+    interfaces: list[str] = Field(default_factory=list)
+    """Interfaces to listen on; empty: every interface with an IPv4 address in an enabled subnet, or
+    every non-loopback IPv4 interface when all enabled subnets are relayed."""
+    server_ip: IPv4Address | None = None
+    """Address put in option 54 / siaddr; default: the receiving interface's address."""
+    colocated: bool = False
+    """Bind port 4011 only (the DHCP server on this host sends option 60 PXEClient)."""
+    reply_delay_ms: int = Field(default=0, ge=0, le=10_000)
+    """Delay before each proxy offer: some firmware (Raspberry Pi) takes the first offer it sees."""
+    dhcp_port: int = Field(default=67, ge=1, le=65535)
+    pxe_port: int = Field(default=4011, ge=1, le=65535)
+    user: str | None = None
+    """Drop to this user (and its group) after binding the ports."""
+
+
+class TftpSettings(_Section):
+    enabled: bool = True
+    root: Path | None = None
+    address: IPv4Address = IPv4Address("0.0.0.0")
+    port: int = Field(default=69, ge=1, le=65535)
+    max_blksize: int = Field(default=1468, ge=8, le=65464)
+    max_windowsize: int = Field(default=16, ge=1, le=65535)
+    max_transfers: int = Field(default=1000, ge=1)
+    max_transfers_per_client: int = Field(default=16, ge=1)
+    timeout: float = Field(default=1.0, gt=0, le=255)
+    """Initial retransmission timeout in seconds (the client's `timeout` option overrides it)."""
+    give_up: float = Field(default=30.0, gt=0, le=3600)
+    """Abandon a transfer after this many seconds without progress."""
+
+
+class SubnetSettings(_Section):
+    cidr: IPv4Network
+    boot: dict[str, str] = Field(default_factory=dict)
+    """Per-subnet architecture → boot file overrides (same keys as [boot])."""
+    next_server: IPv4Address | None = None
+    """TFTP server other than this host for clients of this subnet."""
+
+    @field_validator("cidr", mode="before")
+    @classmethod
+    def _strict_cidr(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return IPv4Network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IPv4 network: {value!r}") from exc
+        return value
+
+    @field_validator("boot")
+    @classmethod
+    def _boot_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _normalize_boot_table(value)
+
+
+class HostSettings(_Section):
+    mac: str
+    boot_file: str | None = None
+    next_server: IPv4Address | None = None
+    ignore: bool = False
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        return normalize_mac(value)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> HostSettings:
+        if not self.ignore and not self.boot_file:
+            raise ValueError("a host needs boot_file, or ignore = true")
+        return self
+
+
+class LogSettings(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSettings(_Section):
+    listen: str | None = None
+    """ADDR:PORT to serve Prometheus metrics on; off when unset."""
+
+
+class Settings(BaseSettings):
+    """The whole configuration of `proxydhcp serve`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROXYDHCP_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    tftp: TftpSettings = Field(default_factory=TftpSettings)
+    boot: dict[str, str] = Field(default_factory=dict)
+    subnet: list[SubnetSettings] = Field(default_factory=list)
+    host: list[HostSettings] = Field(default_factory=list)
+    log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @field_validator("boot")
+    @classmethod
+    def _boot_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _normalize_boot_table(value)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Settings:
+        macs = [h.mac for h in self.host]
+        dup = {m for m in macs if macs.count(m) > 1}
+        if dup:
+            raise ValueError(f"host: MAC {sorted(dup)[0]} is listed twice")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings merges file < environment < flags itself (so `--subnet` can add to the
+        # file's list), and passes the result as init kwargs: that is the only source here.
+        return (init_settings,)
+
+    def subnet_for(self, address: IPv4Address) -> SubnetSettings | None:
+        """The enabled subnet containing `address` (the most specific one), or None."""
+        best: SubnetSettings | None = None
+        for entry in self.subnet:
+            if address in entry.cidr and (best is None or entry.cidr.prefixlen > best.cidr.prefixlen):
+                best = entry
+        return best
+
+    def host_for(self, mac: str) -> HostSettings | None:
+        for entry in self.host:
+            if entry.mac == mac:
+                return entry
+        return None
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the effective settings: `overrides` (flags) over `PROXYDHCP_*` environment over the TOML file.
+
+    `overrides` uses the file's shape (`{"server": {"colocated": True}}`); a `subnet` list in it is
+    merged by `cidr` into the file's list rather than replacing it, so `--subnet` adds subnets.
+    Raises ConfigError with a one-line reason naming the key.
+    """
+    data: dict[str, Any] = read_toml(config_file) if config_file else {}
+    source = str(config_file) if config_file else "configuration"
+    flags = dict(overrides or {})
+    extra_subnets = flags.pop("subnet", None)
+    if extra_subnets:
+        known = {str(IPv4Network(s["cidr"], strict=False)) for s in data.get("subnet", []) if "cidr" in s}
+        merged = list(data.get("subnet", []))
+        for entry in extra_subnets:
+            try:
+                cidr = str(IPv4Network(entry["cidr"], strict=False))
+            except ValueError:
+                raise ConfigError(f"--subnet: not an IPv4 network: {entry['cidr']!r}") from None
+            if cidr not in known:
+                merged.append(entry)
+                known.add(cidr)
+        data["subnet"] = merged
+    try:
+        env = EnvSettingsSource(Settings)()
+    except Exception as exc:  # pydantic-settings raises SettingsError on undecodable JSON values
+        raise ConfigError(f"environment: {exc}") from None
+    data = _deep_merge(_deep_merge(data, env), flags)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def effective_toml(settings: Settings) -> str:
+    """Render settings as TOML (for `check-config`); None values are left out."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return repr(value)
+        if isinstance(value, list):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{_key(k)} = {scalar(v)}" for k, v in value.items()) + " }"
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def _key(key: str) -> str:
+        return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else scalar(key)
+
+    for section in ("server", "tftp", "boot", "log", "metrics"):
+        lines.append(f"[{section}]")
+        for key, value in data[section].items():
+            lines.append(f"{_key(key)} = {scalar(value)}")
+        lines.append("")
+    for table in ("subnet", "host"):
+        for entry in data[table]:
+            lines.append(f"[[{table}]]")
+            for key, value in entry.items():
+                lines.append(f"{_key(key)} = {scalar(value)}")
+            lines.append("")
+    return "\n".join(lines)
