@@ -51,17 +51,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # Flags shared by `serve`, `check-config` and `explain` (DESIGN.md §3). Each maps to one config key.
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
 InterfaceOpt = Annotated[
-    list[str] | None, typer.Option("--interface", "-i", help="Interface to serve (repeat). [server.interfaces]")
+    list[str] | None,
+    typer.Option("--interface", "-i", help="Interface to serve (repeat). [server.interfaces]"),
 ]
 SubnetOpt = Annotated[
-    list[str] | None, typer.Option("--subnet", "-s", help="Enable a subnet, e.g. 10.0.0.0/24 (repeat). [[subnet]]")
+    list[str] | None,
+    typer.Option("--subnet", "-s", help="Enable a subnet, e.g. 10.0.0.0/24 (repeat). [[subnet]]"),
 ]
 BootFileOpt = Annotated[
     list[str] | None,
     typer.Option("--boot-file", help="ARCH=FILE, e.g. bios=undionly.kpxe, efi-x64=ipxe.efi (repeat). [boot]"),
 ]
 IpxeOpt = Annotated[
-    str | None, typer.Option("--ipxe-boot-file", help="File or URL for clients already running iPXE. [boot.ipxe]")
+    str | None,
+    typer.Option("--ipxe-boot-file", help="File or URL for clients already running iPXE. [boot.ipxe]"),
 ]
 ServerIpOpt = Annotated[
     str | None, typer.Option("--server-ip", help="Address for option 54/siaddr. [server.server_ip]")
@@ -72,7 +75,8 @@ TftpRootOpt = Annotated[
 NoTftpOpt = Annotated[bool, typer.Option("--no-tftp", help="Do not start the TFTP server. [tftp.enabled]")]
 TftpPortOpt = Annotated[int | None, typer.Option("--tftp-port", help="TFTP port. [tftp.port]")]
 ColocatedOpt = Annotated[
-    bool, typer.Option("--colocated", help="Bind port 4011 only (DHCP server on this host). [server.colocated]")
+    bool,
+    typer.Option("--colocated", help="Bind port 4011 only (DHCP server on this host). [server.colocated]"),
 ]
 DelayOpt = Annotated[
     int | None, typer.Option("--reply-delay-ms", help="Delay proxy offers. [server.reply_delay_ms]")
@@ -234,7 +238,12 @@ def check_config(
     server_ip: ServerIpOpt = None,
     tftp_root: TftpRootOpt = None,
     no_tftp: NoTftpOpt = False,
+    tftp_port: TftpPortOpt = None,
     colocated: ColocatedOpt = False,
+    reply_delay_ms: DelayOpt = None,
+    log_format: LogFormatOpt = None,
+    metrics: MetricsOpt = None,
+    user: UserOpt = None,
 ) -> None:
     """Validate the configuration and print the effective settings as TOML."""
     settings = settings_from_flags(
@@ -246,14 +255,151 @@ def check_config(
         server_ip=server_ip,
         tftp_root=tftp_root,
         no_tftp=no_tftp,
+        tftp_port=tftp_port,
         colocated=colocated,
+        reply_delay_ms=reply_delay_ms,
+        log_format=log_format,
+        metrics=metrics,
+        user=user,
     )
     typer.echo(effective_toml(settings), nl=False)
     if not settings.subnet:
         typer.echo(
-            "# warning: no subnet is enabled, so no client will be answered; add --subnet CIDR or a [[subnet]] table",
+            "# warning: no subnet is enabled, so no client will be answered;"
+            " add --subnet CIDR or a [[subnet]] table",
             err=True,
         )
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    capture: Annotated[Path, typer.Argument(help="pcap or pcapng capture file.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the diagnosis as JSON.")] = False,
+) -> None:
+    """Read a packet capture and say, per client, whether and why its PXE boot failed."""
+    import json
+
+    from proxydhcp.diagnose import CaptureError, diagnose, stderr_progress
+
+    progress = stderr_progress()
+    try:
+        report = diagnose(capture, progress)
+    except CaptureError as exc:
+        raise fail(str(exc)) from None
+    if progress is not None:
+        progress(1, 1)
+    if json_out:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        typer.echo(report.render_text(), nl=False)
+
+
+@app.command("explain")
+def explain_cmd(
+    mac: Annotated[str, typer.Option("--mac", help="Client MAC address.")],
+    arch: Annotated[str, typer.Option("--arch", help="Client architecture: name or option-93 code.")] = (
+        "bios"
+    ),
+    user_class: Annotated[
+        str | None, typer.Option("--user-class", help='User class the client sends, e.g. "iPXE".')
+    ] = None,
+    giaddr: Annotated[str | None, typer.Option("--giaddr", help="Relay address: a relayed client.")] = None,
+    client_ip: Annotated[
+        str | None, typer.Option("--client-ip", help="Address the client has when it asks on 4011.")
+    ] = None,
+    local_ip: Annotated[
+        str | None,
+        typer.Option("--local-ip", help="Receiving interface address (default: server_ip, else assumed)."),
+    ] = None,
+    config: ConfigOpt = None,
+    subnet: SubnetOpt = None,
+    boot_file: BootFileOpt = None,
+    ipxe_boot_file: IpxeOpt = None,
+    server_ip: ServerIpOpt = None,
+    colocated: ColocatedOpt = False,
+) -> None:
+    """Say what the service would answer a client, and why: subnet, rule, boot file, exact reply.
+
+    Exits 0 whether the client would be answered or ignored (the reason is printed); 2 on bad input.
+    """
+    from proxydhcp.config import normalize_mac
+    from proxydhcp.dhcp.arch import parse_arch
+    from proxydhcp.pxe.explain import assumed_receiver, explain
+
+    settings = settings_from_flags(
+        config,
+        subnet=subnet,
+        boot_file=boot_file,
+        ipxe_boot_file=ipxe_boot_file,
+        server_ip=server_ip,
+        colocated=colocated,
+    )
+    try:
+        mac = normalize_mac(mac)
+        code = parse_arch(arch)
+        addresses: dict[str, IPv4Address] = {}
+        for flag, value in (("--giaddr", giaddr), ("--client-ip", client_ip), ("--local-ip", local_ip)):
+            if value is not None:
+                try:
+                    addresses[flag] = IPv4Address(value)
+                except ValueError:
+                    raise ValueError(f"{flag}: not an IPv4 address: {value!r}") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    relay, client = addresses.get("--giaddr"), addresses.get("--client-ip")
+    local, network = assumed_receiver(settings, giaddr=relay, client_ip=client)
+    note = ""
+    if "--local-ip" in addresses:
+        local = addresses["--local-ip"]
+        found = settings.subnet_for(local)
+        network = found.cidr if found else None
+    else:
+        note = f"note: receiving interface assumed to be {local} (use --local-ip to set it)\n"
+    result = explain(
+        settings,
+        mac=mac,
+        arch=code,
+        user_class=user_class,
+        giaddr=relay,
+        client_ip=client,
+        local_ip=local,
+        local_network=network,
+    )
+    typer.echo(note + result.text(), nl=False)
+
+
+@app.command("probe")
+def probe_cmd(
+    interface: Annotated[str, typer.Option("--interface", "-i", help="Interface to probe on.")],
+    arch: Annotated[str, typer.Option("--arch", help="Client arch: name or option-93 code.")] = "bios",
+    mac: Annotated[str | None, typer.Option("--mac", help="Client MAC (default: the interface's).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to collect offers.")] = 5.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Act as a PXE client on a segment (no lease taken); exit 0 only if such a client would boot."""
+    import json
+
+    from proxydhcp.dhcp.arch import parse_arch
+    from proxydhcp.probe import ProbeError, probe
+
+    try:
+        code = parse_arch(arch)
+    except ValueError as exc:
+        raise fail(f"--arch: {exc}") from None
+    try:
+        result = probe(interface, code, mac, timeout)
+    except ProbeError as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {**result.report.to_json(), "ready": result.ready, "summary": result.summary}, indent=2
+            )
+        )
+    else:
+        typer.echo(result.report.render_text(), nl=False)
+        typer.echo(result.summary)
+    raise typer.Exit(0 if result.ready else 1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,9 +123,32 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`ADDR:PORT`, `[V6ADDR]:PORT` or `:PORT` (every IPv4 address) → (address, port)."""
+    host, sep, port_text = listen.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"metrics.listen: expected ADDR:PORT, got {listen!r}")
+    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"
+    try:
+        address: IPv4Address | IPv6Address = ip_address(host)
+    except ValueError:
+        raise ConfigError(f"metrics.listen: not an IP address: {host!r}") from None
+    return str(address), int(port_text)
+
+
 class MetricsSettings(_Section):
     listen: str | None = None
     """ADDR:PORT to serve Prometheus metrics on; off when unset."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_listen(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("metrics.listen: ")) from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -204,9 +227,24 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def _has_path(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        in_map = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if not (in_map or in_list):
+            return False
+        node = node[part]
+    return True
+
+
+def _format_error(exc: ValidationError, sources: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """One line: where the bad value came from (flags, environment or file), the key, the reason."""
     first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    loc = tuple(first["loc"])
+    # The first source that set the key; whole-model errors (empty loc) are the file's.
+    source = next((name for name, data in sources if loc and _has_path(data, loc[:2])), sources[-1][0])
+    key = ".".join(str(part) for part in loc) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{source}: {key}: {message}{more}"
@@ -239,11 +277,12 @@ def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] 
         env = EnvSettingsSource(Settings)()
     except Exception as exc:  # pydantic-settings raises SettingsError on undecodable JSON values
         raise ConfigError(f"environment: {exc}") from None
-    data = _deep_merge(_deep_merge(data, env), flags)
+    effective = _deep_merge(_deep_merge(data, env), flags)
     try:
-        return Settings(**data)
+        return Settings(**effective)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        sources = (("command line", flags), ("environment (PROXYDHCP_*)", env), (source, data))
+        raise ConfigError(_format_error(exc, sources)) from None
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

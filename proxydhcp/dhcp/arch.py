@@ -68,14 +68,17 @@ def parse_arch(text: str) -> int:
 
     Raises ValueError with a message listing the accepted names.
     """
-    key = text.strip().lower()
+    # `efi_x64` too: environment variable names cannot carry `-` (PROXYDHCP_BOOT__EFI_X64).
+    key = text.strip().lower().replace("_", "-")
     if key in _NAME_TO_CODE:
         return _NAME_TO_CODE[key]
     try:
         code = int(key, 0)
     except ValueError:
         names = ", ".join(sorted(_NAME_TO_CODE))
-        raise ValueError(f"unknown architecture {text!r} (use one of {names}, or an option-93 number)") from None
+        raise ValueError(
+            f"unknown architecture {text!r} (use one of {names}, or an option-93 number)"
+        ) from None
     if not 0 <= code <= 0xFFFF:
         raise ValueError(f"architecture {code} is outside 0..65535")
     return code

@@ -1,0 +1,42 @@
+"""Where a reply goes (RFC 2131 §4.1; R-12, R-20). Pure: the server only sends to what it is told."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from proxydhcp.dhcp.packet import DhcpPacket
+
+BROADCAST = IPv4Address("255.255.255.255")
+SERVER_PORT = 67
+CLIENT_PORT = 68
+
+
+@dataclass(frozen=True)
+class Destination:
+    address: IPv4Address
+    port: int
+    broadcast: bool
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}{' (broadcast)' if self.broadcast else ''}"
+
+
+def offer_destination(
+    request: DhcpPacket, *, server_port: int = SERVER_PORT, client_port: int = CLIENT_PORT
+) -> Destination:
+    """Destination of a port-67 proxy offer. A relayed request goes back to the relay (giaddr:67);
+    a client that has an address gets it at ciaddr:68; otherwise broadcast. A proxy offer has
+    yiaddr 0, so the §4.1 "unicast to yiaddr/chaddr" case never applies (R-20)."""
+    if request.giaddr != IPv4Address(0):
+        return Destination(request.giaddr, server_port, False)
+    if request.ciaddr != IPv4Address(0):
+        return Destination(request.ciaddr, client_port, False)
+    return Destination(BROADCAST, client_port, True)
+
+
+def pxe_destination(request: DhcpPacket, source_ip: IPv4Address, source_port: int) -> Destination:
+    """Destination of a port-4011 ACK: exactly where the request came from (normally client:4011,
+    iPXE in co-located mode uses :68). Never broadcast: dnsmasq 2.92's broadcast ACKs broke UEFI (R-12)."""
+    del request  # the source address is the whole answer; kept for a uniform signature
+    return Destination(source_ip, source_port, False)

@@ -1,0 +1,155 @@
+"""One decision record per DHCP packet: what came in, and what was answered or why nothing was.
+
+`server.py` builds a `DecisionRecord` for every datagram it handles and passes it to `record()`,
+which writes one log line (logger `proxydhcp.dhcp`; with `--log-format json` one JSON object, the
+record's fields as keys), bumps the in-process counters and hands it to the registered sinks
+(Prometheus metrics, tests). Nothing here keeps per-client state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum, StrEnum
+from typing import Any
+
+log = logging.getLogger("proxydhcp.dhcp")
+
+
+class Outcome(StrEnum):
+    ANSWER = "answer"
+    IGNORE = "ignore"  # a decodable packet that gets no reply on purpose
+    MALFORMED = "malformed"  # bytes that are not a DHCP message
+    ERROR = "error"  # a bug or a send failure: logged with a traceback, no reply
+
+
+class Stage(StrEnum):
+    """The pipeline step that decided (DESIGN.md §2 / ARCHITECTURE.md)."""
+
+    DECODE = "decode"
+    CLASSIFY = "classify"
+    POLICY = "policy"
+    SEND = "send"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    outcome: Outcome
+    stage: Stage
+    port: int  # the logical port: 67 or 4011
+    iface: str
+    source: str  # ip:port the datagram came from
+    mac: str | None = None
+    xid: int | None = None
+    msg_type: str | None = None
+    arch: str | None = None
+    subnet: str | None = None
+    reason: str | None = None
+    boot_file: str | None = None
+    server: str | None = None
+    destination: str | None = None
+    rule: str | None = None
+    delay_ms: int | None = None
+
+    @property
+    def level(self) -> int:
+        """Answers at info; what is not PXE traffic (a busy LAN is full of it) and garbage at debug;
+        a PXE client turned away by policy at info, since an admin wonders why it did not boot."""
+        if self.outcome is Outcome.ANSWER:
+            return logging.INFO
+        if self.outcome is Outcome.ERROR:
+            return logging.ERROR
+        if self.outcome is Outcome.IGNORE and self.stage is Stage.POLICY and not _is_quiet(self.reason):
+            return logging.INFO
+        return logging.DEBUG
+
+    def message(self) -> str:
+        """The human part of the line; the fields carry the details (the text format appends them)."""
+        what = self.msg_type or "packet"
+        if self.outcome is Outcome.ANSWER:
+            return f"answered {what}: {self.boot_file}"
+        return f"{self.outcome.value} {what}: {self.reason}"
+
+    def fields(self) -> dict[str, Any]:
+        """The structured fields of the log line (None values left out)."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            if key == "xid":
+                value = f"0x{value:08x}"
+            elif isinstance(value, Enum):
+                value = value.value
+            out[key] = value
+        return out
+
+
+# Subnet misses are logged at debug (DESIGN.md §2): a proxy serving one subnet on a shared segment
+# hears every other subnet's relayed PXE clients.
+_QUIET_PREFIXES = ("subnet", "not in an enabled subnet", "no enabled subnet")
+
+
+def _is_quiet(reason: str | None) -> bool:
+    return reason is not None and reason.lower().startswith(_QUIET_PREFIXES)
+
+
+def reason_key(reason: str | None) -> str:
+    """A low-cardinality key for a reason: its text up to the first ':' or '(' (values such as a MAC or
+    an address come after those), at most 48 characters."""
+    if not reason:
+        return "-"
+    cut = len(reason)
+    for mark in (":", "(", "="):
+        pos = reason.find(mark)
+        if pos != -1:
+            cut = min(cut, pos)
+    return reason[:cut].strip()[:48] or "-"
+
+
+class Counters:
+    """Packets by (outcome, reason key); bounded so hostile input cannot grow it."""
+
+    MAX_KEYS = 128
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, rec: DecisionRecord) -> None:
+        detail = rec.msg_type or "-" if rec.outcome is Outcome.ANSWER else reason_key(rec.reason)
+        key = (rec.outcome.value, detail)
+        if key not in self.counts and len(self.counts) >= self.MAX_KEYS - len(Outcome):  # room for 'other's
+            key = (rec.outcome.value, "other")
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def total(self, outcome: Outcome) -> int:
+        return sum(n for (o, _), n in self.counts.items() if o == outcome.value)
+
+
+Sink = Callable[[DecisionRecord], None]
+counters = Counters()
+_sinks: list[Sink] = []
+
+
+def add_sink(sink: Sink) -> None:
+    """Register a consumer of every record (the metrics hook point: `proxydhcp.metrics` plugs in here)."""
+    if sink not in _sinks:
+        _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def record(rec: DecisionRecord, exc_info: BaseException | None = None) -> None:
+    """Log one decision, count it and pass it to the sinks. Never raises: a failing sink is logged."""
+    level = rec.level
+    if log.isEnabledFor(level):
+        log.log(level, "%s", rec.message(), extra={"fields": rec.fields()}, exc_info=exc_info)
+    counters.add(rec)
+    for sink in _sinks:
+        try:
+            sink(rec)
+        except Exception:
+            log.exception("metrics sink %r failed", sink)

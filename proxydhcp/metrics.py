@@ -1,0 +1,245 @@
+"""Prometheus metrics (`--metrics ADDR:PORT`, `[metrics] listen`), in a registry of their own.
+
+A registry per `Metrics` object (not prometheus_client's global one) keeps tests and SIGHUP reloads
+independent. Every label value passes through a fixed vocabulary first: a reason string carries MACs,
+subnets and option lengths, and one series per MAC would let any host on the segment grow the
+server's memory and the scrape without bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from proxydhcp import __version__
+from proxydhcp.config import parse_listen
+from proxydhcp.dhcp.arch import ARCH_NAMES
+from proxydhcp.events import DecisionRecord, Outcome
+
+OTHER = "other"
+PORTS = frozenset({"67", "4011"})
+MESSAGE_TYPES = frozenset(
+    {"DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM", "none"}
+)
+OUTCOMES = frozenset({"answered", "ignored", "malformed", "error"})
+ARCHES = frozenset(ARCH_NAMES.values()) | {"ipxe"}
+TFTP_FAILURES = frozenset({"timeout", "client_error", "file_error", "refused", "aborted"})
+
+# Ignore reasons (pxe/classify.py, pxe/policy.py) and MalformedPacket reasons (dhcp/packet.py,
+# dhcp/options.py) → the reason label. First match wins; anything new lands in "other".
+_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), label)
+    for pattern, label in (
+        (r"^not a BOOTREQUEST", "not_bootrequest"),
+        (r"^not a DISCOVER", "not_discover"),
+        (r"^unsupported message type", "unsupported_message_type"),
+        (r"^not a PXE client", "not_pxe"),
+        (r"^hardware address", "bad_hardware_address"),
+        (r"^bad option", "bad_option"),
+        (r"^PXE BIS", "bis_unsupported"),
+        (r"^subnet .* not enabled", "subnet_not_enabled"),
+        (r"^host .* ignored", "host_ignored"),
+        (r"^no boot file", "no_boot_file"),
+        (r"^boot file for .* not a URL", "boot_file_not_url"),
+        (r"^packet too short", "too_short"),
+        (r"^bad BOOTP header", "bad_header"),
+        (r"^bad magic cookie", "bad_magic_cookie"),
+        (r"^missing option 53", "no_message_type"),
+        (r"^option \d+ .*overruns|^option \d+ in .* no length", "option_overrun"),
+        (r"^option \d+ has (length|type)", "bad_option"),
+        (r"^bad option 52", "bad_option"),
+        (r"^internal error", "internal_error"),
+    )
+)
+REASONS = frozenset(label for _, label in _REASONS) | {OTHER}
+
+
+def reason_label(reason: str | None) -> str:
+    """A free-text reason → one of REASONS ("" when there is none)."""
+    if not reason:
+        return ""
+    if reason in REASONS:
+        return reason
+    for pattern, label in _REASONS:
+        if pattern.search(reason):
+            return label
+    return OTHER
+
+
+def _bounded(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else OTHER
+
+
+def _arch_label(arch: str) -> str:
+    key = arch.strip().lower()
+    if key.isdigit():
+        key = ARCH_NAMES.get(int(key), key)
+    return _bounded(key, ARCHES)
+
+
+_MESSAGE_TYPE_NUMBERS = ("none", "DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM")
+
+
+def _message_type_label(message_type: str) -> str:
+    """Accepts "DISCOVER", "DHCPDISCOVER", "MessageType.DISCOVER" or "1" (str() of the IntEnum)."""
+    key = message_type.strip().upper().removeprefix("MESSAGETYPE.").removeprefix("DHCP")
+    if key.isdigit():
+        number = int(key)
+        key = _MESSAGE_TYPE_NUMBERS[number] if number < len(_MESSAGE_TYPE_NUMBERS) else OTHER
+    return "none" if not key or key == "NONE" else _bounded(key, MESSAGE_TYPES)
+
+
+class Metrics:
+    """The service's counters; one instance per process, shared by the DHCP and TFTP sides."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("proxydhcp_build", "Version of the running proxydhcp.", registry=r).info(
+            {"version": __version__}
+        )
+        self._packets = Counter(
+            "proxydhcp_dhcp_packets",
+            "DHCP packets received, by listener port, message type, outcome and (when not answered) reason.",
+            ["port", "message_type", "outcome", "reason"],
+            registry=r,
+        )
+        self._offers = Counter(
+            "proxydhcp_offers", "Proxy offers sent on port 67, by client architecture.", ["arch"], registry=r
+        )
+        self._acks = Counter(
+            "proxydhcp_pxe_acks", "DHCPACKs sent on port 4011, by client architecture.", ["arch"], registry=r
+        )
+        self._tftp_started = Counter(
+            "proxydhcp_tftp_transfers_started", "TFTP transfers started.", registry=r
+        )
+        self._tftp_completed = Counter(
+            "proxydhcp_tftp_transfers_completed", "TFTP transfers acknowledged to the last block.", registry=r
+        )
+        self._tftp_failed = Counter(
+            "proxydhcp_tftp_transfers_failed",
+            "TFTP transfers that did not complete, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._tftp_probes = Counter(
+            "proxydhcp_tftp_size_probes",
+            "Transfers the client ended after the OACK to learn the file size (normal for UEFI).",
+            registry=r,
+        )
+        self._tftp_bytes = Counter(
+            "proxydhcp_tftp_sent_bytes", "File bytes sent by finished TFTP transfers.", registry=r
+        )
+        self._tftp_retransmits = Counter(
+            "proxydhcp_tftp_retransmits", "TFTP packets sent again after a timeout.", registry=r
+        )
+        self._tftp_duration = Histogram(
+            "proxydhcp_tftp_transfer_duration_seconds",
+            "Duration of finished TFTP transfers.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self._tftp_active = Gauge(
+            "proxydhcp_tftp_active_transfers", "TFTP transfers in progress.", registry=r
+        )
+        self._server: Any = None
+
+    def dhcp_packet(self, port: str, message_type: str, outcome: str, reason: str | None = None) -> None:
+        """One received DHCP datagram and what became of it ("answered", "ignored" or "malformed")."""
+        outcome = _bounded(outcome, OUTCOMES)
+        self._packets.labels(
+            port=_bounded(str(port), PORTS),
+            message_type=_message_type_label(message_type),
+            outcome=outcome,
+            reason="" if outcome == "answered" else (reason_label(reason) or OTHER),
+        ).inc()
+
+    def offer(self, arch: str) -> None:
+        self._offers.labels(arch=_arch_label(arch)).inc()
+
+    def ack(self, arch: str) -> None:
+        self._acks.labels(arch=_arch_label(arch)).inc()
+
+    def tftp_started(self) -> None:
+        self._tftp_started.inc()
+
+    def tftp_finished(self, bytes: int, retransmits: int, duration: float, outcome: str) -> None:
+        """`outcome` is "completed", "probe" (a size probe), or a failure among TFTP_FAILURES (others
+        count as "other")."""
+        self._tftp_bytes.inc(max(bytes, 0))
+        self._tftp_retransmits.inc(max(retransmits, 0))
+        if outcome == "probe":  # OACK then ERROR: UEFI asking for tsize, not a failed boot (R-62)
+            self._tftp_probes.inc()
+            return
+        if outcome == "completed":
+            self._tftp_completed.inc()
+        else:
+            self._tftp_failed.labels(reason=_bounded(outcome, TFTP_FAILURES)).inc()
+        self._tftp_duration.observe(max(duration, 0.0))
+
+    def set_active_transfers(self, count: Callable[[], int]) -> None:
+        """Read the number of active transfers at scrape time (no bookkeeping to get out of step)."""
+        self._tftp_active.set_function(lambda: float(count()))
+
+    def start_http(self, listen: str) -> None:
+        """Serve /metrics on `listen` (ADDR:PORT) from a daemon thread. Raises ConfigError or OSError."""
+        address, port = parse_listen(listen)
+        result = start_http_server(port, addr=address, registry=self.registry)
+        self._server = result[0] if isinstance(result, tuple) else result
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """(address, port) the endpoint is bound to, once started (useful with port 0)."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop_http(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+# The process-wide instance `server.py` wires up (`start` + `observe_decision` as an events sink).
+_current: Metrics | None = None
+_OUTCOME_LABELS = {
+    Outcome.ANSWER: "answered",
+    Outcome.IGNORE: "ignored",
+    Outcome.MALFORMED: "malformed",
+    Outcome.ERROR: "error",
+}
+
+
+def start(listen: str) -> Metrics:
+    """Create the process's Metrics and serve them on `listen`; a second call returns the first."""
+    global _current
+    if _current is None:
+        metrics = Metrics()
+        metrics.start_http(listen)
+        _current = metrics
+    return _current
+
+
+def current() -> Metrics | None:
+    """The process's Metrics once `start` ran (TFTP reports transfers through it), else None."""
+    return _current
+
+
+def observe_decision(rec: DecisionRecord, metrics: Metrics | None = None) -> None:
+    """An `events` sink: one decision record → the packet counter, and an offer (67) or ACK (4011)."""
+    target = metrics or _current
+    if target is None:
+        return
+    outcome = _OUTCOME_LABELS.get(rec.outcome, OTHER)
+    target.dhcp_packet(str(rec.port), rec.msg_type or "none", outcome, rec.reason)
+    if outcome == "answered":
+        arch = rec.arch or OTHER
+        if rec.port == 4011:
+            target.ack(arch)
+        else:
+            target.offer(arch)

@@ -1,0 +1,260 @@
+"""Files served over TFTP: root confinement (R-68), and sources of block data read through aiofiles.
+
+Files up to a size limit are read once into a shared LRU cache keyed by (st_dev, st_ino, st_mtime_ns,
+st_size), so 200 clients fetching one initrd cost one disk read (dnsmasq shares one fd per file, R-69);
+concurrent first requests wait on the same load. Bigger files are read per transfer, forward only, in
+large chunks, keeping the bytes from the last acknowledged block on (a window resend needs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections import OrderedDict
+from typing import Protocol
+
+import aiofiles
+import aiofiles.threadpool.binary
+
+from proxydhcp.tftp import netascii
+from proxydhcp.tftp.packet import ErrorCode, TftpError
+
+MAX_NAME = 1024
+CHUNK = 4 * 1024 * 1024
+NETASCII_MAX = 16 * 1024 * 1024
+
+FileKey = tuple[int, int, int, int]
+Buffer = bytes | bytearray
+
+
+def resolve(root: str, name: str) -> str:
+    """Map a requested name to a path inside `root` (already resolved), or raise TftpError.
+
+    Windows clients send `\\` (R-68); a leading `/` is relative to the root. The resolved path, symlinks
+    followed, must stay inside the root.
+    """
+    if "\0" in name or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        raise TftpError(ErrorCode.ACCESS_VIOLATION)
+    relative = name.replace("\\", "/").lstrip("/")
+    if not relative:
+        raise TftpError(ErrorCode.FILE_NOT_FOUND)
+    path = os.path.realpath(os.path.join(root, relative))
+    if root != "/" and not path.startswith(root + "/"):
+        raise TftpError(ErrorCode.ACCESS_VIOLATION)
+    return path
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open then fstat (no check-then-open race); regular files only.
+
+    O_NONBLOCK keeps a FIFO from blocking the loop; O_NOFOLLOW refuses a final component that became a
+    symlink after `resolve`.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise TftpError(ErrorCode.FILE_NOT_FOUND) from None
+    except OSError:
+        raise TftpError(ErrorCode.ACCESS_VIOLATION) from None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise TftpError(ErrorCode.ACCESS_VIOLATION) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise TftpError(ErrorCode.ACCESS_VIOLATION)
+    return fd, st
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+async def read_all(fd: int, size: int) -> Buffer:
+    """Read a whole file through aiofiles in CHUNK pieces (does not close fd)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    done = 0
+    async with aiofiles.open(fd, "rb", buffering=0, closefd=False) as f:
+        while done < size:
+            n = await f.readinto(view[done : done + CHUNK])
+            if not n:
+                break
+            done += n
+    view.release()
+    if done < size:  # shrank under us: serve what is there
+        del buf[done:]
+    return buf
+
+
+class Source(Protocol):
+    """Block data for one transfer."""
+
+    size: int
+
+    def view(self, start: int, end: int) -> memoryview | None:
+        """Bytes [start, end) if loaded, else None (then `fill` and ask again)."""
+
+    async def fill(self, start: int, end: int) -> None:
+        """Load bytes [start, end); nothing before `start` is asked again."""
+
+    def close(self) -> None: ...
+
+
+class MemorySource:
+    """A whole file in memory (cached, or converted to netascii)."""
+
+    __slots__ = ("_view", "size")
+
+    def __init__(self, data: Buffer) -> None:
+        self._view = memoryview(data)
+        self.size = len(data)
+
+    def view(self, start: int, end: int) -> memoryview | None:
+        return self._view[start:end]
+
+    async def fill(self, start: int, end: int) -> None:
+        return None
+
+    def close(self) -> None:
+        self._view.release()
+
+
+class ChunkedSource:
+    """A big file, read forward in CHUNK pieces; owns its file descriptor."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.size = size
+        self._fd = fd
+        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
+        self._buf: Buffer = b""
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._busy = False
+        self._closed = False
+
+    def view(self, start: int, end: int) -> memoryview | None:
+        if start >= self._start and end <= self._start + len(self._buf):
+            return self._view[start - self._start : end - self._start]
+        return None
+
+    async def fill(self, start: int, end: int) -> None:
+        self._busy = True
+        try:
+            await self._fill(start, end)
+        finally:
+            self._busy = False
+            if self._closed:
+                self.close()
+
+    async def _fill(self, start: int, end: int) -> None:
+        if self._file is None:
+            self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
+        loaded_end = self._start + len(self._buf)
+        if start < self._start or start > loaded_end:  # not contiguous: start afresh there
+            await self._file.seek(start)
+            keep: memoryview | bytes = b""
+        else:
+            keep = self._view[start - self._start :]
+        want = max(end - start, CHUNK)
+        buf = bytearray(want)
+        buf[: len(keep)] = keep
+        filled = len(keep)
+        target = min(want, self.size - start)
+        while filled < target:
+            n = await self._file.readinto(memoryview(buf)[filled:target])
+            if not n:
+                break
+            filled += n
+        del buf[filled:]
+        self._view.release()
+        self._buf, self._start = buf, start
+        self._view = memoryview(self._buf)
+        if start + filled < end:  # the file shrank under us
+            self.size = start + filled
+
+    def close(self) -> None:
+        self._closed = True
+        self._view.release()
+        # A read may be running in a worker thread on this fd: close it when that read is over.
+        # aiofiles was opened with closefd=False, so closing needs no thread hop.
+        if self._fd >= 0 and not self._busy:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FileCache:
+    """Whole-file bytes shared between transfers, LRU within a byte budget."""
+
+    def __init__(self, budget: int = 64 * 1024 * 1024, max_file: int | None = None) -> None:
+        self.budget = budget
+        self.max_file = budget // 2 if max_file is None else max_file
+        self.used = 0
+        self.loads = 0  # disk reads done (for tests and metrics)
+        self._entries: OrderedDict[FileKey, Buffer] = OrderedDict()
+        self._loading: dict[FileKey, asyncio.Future[Buffer]] = {}
+
+    def cacheable(self, size: int) -> bool:
+        return size <= self.max_file
+
+    def get(self, key: FileKey) -> Buffer | None:
+        data = self._entries.get(key)
+        if data is not None:
+            self._entries.move_to_end(key)
+        return data
+
+    async def load(self, key: FileKey, fd: int) -> Buffer:
+        """The file's bytes, reading it at most once however many transfers ask at the same time."""
+        data = self.get(key)
+        if data is not None:
+            return data
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Buffer] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            data = await read_all(fd, key[3])
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            del self._loading[key]
+        self.loads += 1
+        if len(data) == key[3]:
+            self._insert(key, data)
+        future.set_result(data)
+        return data
+
+    def _insert(self, key: FileKey, data: Buffer) -> None:
+        self._entries[key] = data
+        self.used += len(data)
+        while self.used > self.budget and self._entries:
+            _, old = self._entries.popitem(last=False)
+            self.used -= len(old)
+
+
+async def load_source(fd: int, st: os.stat_result, *, netascii_mode: bool, cache: FileCache) -> Source:
+    """Turn an open file into block data; takes ownership of fd (TftpError on refusal)."""
+    key = file_key(st)
+    if not netascii_mode and not cache.cacheable(st.st_size):
+        return ChunkedSource(fd, st.st_size)
+    try:
+        if not netascii_mode:
+            return MemorySource(await cache.load(key, fd))
+        if st.st_size > NETASCII_MAX:
+            raise TftpError(ErrorCode.NOT_DEFINED, "File too large for netascii")
+        data = cache.get(key) or await read_all(fd, st.st_size)
+        return MemorySource(netascii.encode(bytes(data)))
+    finally:
+        os.close(fd)
+
+
+async def open_source(root: str, name: str, *, netascii_mode: bool, cache: FileCache) -> Source:
+    """Resolve, open and load a file for one transfer (TftpError on refusal)."""
+    fd, st = open_regular(resolve(root, name))
+    return await load_source(fd, st, netascii_mode=netascii_mode, cache=cache)

@@ -1,0 +1,125 @@
+"""The state of one read transfer, block by block: no I/O, no clock (time is passed in).
+
+RFC 1350 lockstep and RFC 7440 windows: the sender sends blocks `acked+1 .. acked+windowsize`; an ACK
+that moves `acked` forward (a whole window, or part of it when the client saw a gap) starts the next
+window from the block after it. A duplicate or stale ACK changes nothing and sends nothing: only the
+timer retransmits (RFC 1123 §4.2.3.1, Sorcerer's Apprentice, R-61). Block numbers on the wire wrap
+65535 → 0; `acked` and `sent` count blocks in full (R-66), and an ACK is mapped to the only block in
+`[acked, sent]` that has its 16-bit number.
+"""
+
+from __future__ import annotations
+
+# on_ack results (plain ints: this runs once per ACK on the hot path)
+IGNORED = 0
+PROGRESS = 1
+COMPLETE = 2
+
+# on_timeout results
+RESEND = 0
+GIVE_UP = 1
+ASSUME_DONE = 2
+
+# Some clients never send the final ACK (R-60): after this many unanswered resends of the last
+# window the transfer is taken as delivered rather than failed.
+FINAL_ACK_RETRIES = 3
+MAX_INTERVAL = 8.0
+
+
+class ReadTransfer:
+    """Which blocks to send, and when a transfer is over."""
+
+    __slots__ = (
+        "_next_retry",
+        "acked",
+        "base_timeout",
+        "blksize",
+        "give_up",
+        "last_block",
+        "last_progress",
+        "oack_pending",
+        "retransmits",
+        "retries",
+        "sent",
+        "size",
+        "windowsize",
+    )
+
+    def __init__(
+        self,
+        size: int,
+        blksize: int,
+        windowsize: int = 1,
+        *,
+        oack: bool = False,
+        timeout: float = 1.0,
+        give_up: float = 30.0,
+        now: float = 0.0,
+    ) -> None:
+        self.size = size
+        self.blksize = blksize
+        self.windowsize = windowsize
+        # A short block ends the transfer, so an exact multiple of blksize ends with an empty block.
+        self.last_block = size // blksize + 1
+        self.acked = 0  # highest block acknowledged (0: none, or the OACK)
+        self.sent = 0  # highest block sent so far
+        self.oack_pending = oack
+        self.base_timeout = timeout
+        self.give_up = give_up
+        self.last_progress = now
+        self.retries = 0
+        self.retransmits = 0
+        self._next_retry = now
+
+    def span(self, block: int) -> tuple[int, int]:
+        """Byte range [start, end) of a block in the file."""
+        start = (block - 1) * self.blksize
+        return start, min(start + self.blksize, self.size)
+
+    def take_window(self) -> tuple[int, int]:
+        """The blocks to send now, first..last inclusive: always from the one after the last ACK."""
+        first = self.acked + 1
+        last = min(self.acked + self.windowsize, self.last_block)
+        if last > self.sent:
+            self.sent = last
+        return first, last
+
+    def on_ack(self, block: int, now: float) -> int:
+        if self.oack_pending:
+            if block != 0:
+                return IGNORED
+            self.oack_pending = False
+        else:
+            delta = (block - self.acked) & 0xFFFF
+            if delta == 0 or delta > self.sent - self.acked:
+                return IGNORED  # duplicate (Sorcerer's Apprentice) or a block never sent
+            self.acked += delta
+        self.last_progress = now
+        self.retries = 0
+        return COMPLETE if self.acked == self.last_block else PROGRESS
+
+    @property
+    def done(self) -> bool:
+        return self.acked == self.last_block
+
+    @property
+    def probe_abort(self) -> bool:
+        """An ERROR now is a size probe (UEFI `Mtftp4GetInfo`): OACK read, no block asked (R-62)."""
+        return self.oack_pending
+
+    def interval(self) -> float:
+        """Exponential backoff from the negotiated timeout, capped."""
+        return min(self.base_timeout * (1 << min(self.retries, 16)), max(MAX_INTERVAL, self.base_timeout))
+
+    def deadline(self) -> float:
+        return self.last_progress + self.interval() if self.retries == 0 else self._next_retry
+
+    def on_timeout(self, now: float) -> int:
+        if self.sent == self.last_block and not self.oack_pending and self.retries >= FINAL_ACK_RETRIES:
+            return ASSUME_DONE
+        if now - self.last_progress >= self.give_up:
+            return GIVE_UP
+        self.retries += 1
+        self.retransmits += 1
+        self._next_retry = now + self.interval()
+        return RESEND

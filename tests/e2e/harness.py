@@ -1,0 +1,595 @@
+"""Real PXE firmware booting through proxydhcp on a throwaway virtual network.
+
+This module is also the deployment recipe in miniature: an ordinary "corporate" DHCP server
+(ISC dhcpd, nothing about PXE in its configuration) hands out addresses, proxydhcp beside it adds
+the boot server and file, and QEMU VMs boot with their stock firmware:
+
+```
+  corp  eth0 10.77.0.1  ISC dhcpd + IPv6 RA ─┐
+  pxe   eth0 10.77.0.2  proxydhcp (67, 4011, TFTP 69)   br0 (in namespace "wire", tcpdump here)
+  VMs on taps: SeaBIOS + iPXE ROM (e1000), OVMF + EDK2 PXE (virtio-net, no ROM) ─┘
+  relayed (relay=True): rtr eth0 10.77.0.254 on br0, eth1 10.78.0.1 on br1 (dhcrelay → corp, pxe),
+                        client VMs on br1
+  co-located (colocated=True): dhcpd says option 60 PXEClient; proxydhcp runs in corp, 4011 only
+```
+
+Success is decided on the wire, not from the service's logs: the TFTP root carries an iPXE script
+whose second request names the VM's MAC (`ok-52-54-00-...`), and a read request for that name on
+the client's bridge proves DHCP + proxy offer + 4011 + TFTP + the client executing what it got.
+pxelinux proves the same with its `pxelinux.cfg/01-<mac>` lookup.
+
+Everything runs inside namespaces made by `tests.netlab.Lab`; nothing touches the host's
+interfaces; every process is started and ended by PID; `Topology.close()` runs on any exit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e import wire
+from tests.netlab import Lab, Netns
+
+REPO = Path(__file__).resolve().parents[2]
+
+LOCAL_NET, RELAY_NET = "10.77.0.0/24", "10.78.0.0/24"
+CORP_IP, PXE_IP = "10.77.0.1", "10.77.0.2"
+RTR_IP, RTR2_IP = "10.77.0.254", "10.78.0.1"  # the router's legs; RTR2_IP is giaddr and the gateway
+
+QEMU = os.environ.get("PROXYDHCP_E2E_QEMU", "qemu-system-x86_64")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+BOOT_FILES = {  # TFTP root name → where Debian installs it (packages ipxe, pxelinux, syslinux-common)
+    "undionly.kpxe": Path("/usr/lib/ipxe/undionly.kpxe"),
+    "ipxe.efi": Path("/usr/lib/ipxe/ipxe.efi"),
+    "pxelinux.0": Path("/usr/lib/PXELINUX/pxelinux.0"),
+    "ldlinux.c32": Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"),
+}
+TIMINGS: list[str] = []  # one line per boot, printed at the end of the pytest run
+TOOLS = ("ip", "ethtool", "dhcpd", "dhcrelay", "dnsmasq", "tcpdump", QEMU)
+
+# The firmware's own "I give up" lines: no IPv4 PXE boot can follow them.
+GIVE_UP = {
+    "bios": re.compile(r"No bootable device"),
+    "pxelinux": re.compile(r"No bootable device"),
+    "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
+}
+
+# Stage 2: runs in iPXE, asks the same TFTP server for a file named after the VM's MAC.
+BOOT_IPXE = """#!ipxe
+echo e2e: stage-2 script running: filename=${filename} next-server=${next-server} ip=${net0/ip}
+imgfetch ok-${net0/mac:hexhyp} && echo e2e: marker fetched || echo e2e: marker fetch failed
+sleep 3600 ||
+"""
+PXELINUX_DEFAULT = (
+    "SAY e2e: pxelinux.cfg/default loaded\nPROMPT 0\nTIMEOUT 10\nDEFAULT local\nLABEL local\n  LOCALBOOT -1\n"
+)
+
+
+def missing_requirements() -> str | None:
+    """Why the e2e suite cannot run here (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, taps)"
+    for tool in TOOLS:
+        if shutil.which(tool) is None:
+            return f"missing command {tool}"
+    for path in (OVMF_CODE, OVMF_VARS, *BOOT_FILES.values()):
+        if not path.exists():
+            return f"missing firmware/boot file {path}"
+    return None
+
+
+def hyphen_mac(mac: str) -> str:
+    return mac.lower().replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Vm:
+    """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), or
+    pxelinux (bios, but the proxy hands it pxelinux.0 through a [[host]] entry)."""
+
+    name: str
+    firmware: str
+    mac: str
+    segment: str = "local"  # or "relay": behind the router, on br1
+
+    @property
+    def marker(self) -> str:
+        if self.firmware == "pxelinux":
+            return f"pxelinux.cfg/01-{hyphen_mac(self.mac)}"
+        return f"ok-{hyphen_mac(self.mac)}"
+
+
+@dataclass
+class BootResult:
+    vm: Vm
+    outcome: str  # success | firmware gave up: ... | timeout | qemu exited
+    seconds: float
+    serial: Path
+    pcaps: dict[str, Path]  # bridge → capture of this boot batch
+    proxy_log: Path | None
+    bridge: str
+    t0: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "success"
+
+    def datagrams(self, bridge: str | None = None) -> list[wire.Datagram]:
+        return wire.read(self.pcaps[bridge or self.bridge])
+
+    def report(self, serial_lines: int = 40, log_lines: int = 60) -> str:
+        """What a CI log needs to debug a failed boot: serial tail, proxy log tail, capture timeline."""
+        out = [
+            f"=== {self.vm.name} ({self.vm.firmware}, {self.vm.mac}, {self.vm.segment}): {self.outcome} "
+            f"after {self.seconds:.1f} s; marker {self.vm.marker!r}"
+        ]
+        out += [
+            f"--- serial console ({self.serial}), last {serial_lines} lines:",
+            tail(self.serial, serial_lines),
+        ]
+        if self.proxy_log:
+            out += [
+                f"--- proxy log ({self.proxy_log}), last {log_lines} lines:",
+                tail(self.proxy_log, log_lines),
+            ]
+        for bridge, pcap in self.pcaps.items():
+            out += [
+                f"--- capture timeline on {bridge} ({pcap}), seconds since QEMU start:",
+                wire.timeline(pcap, t0=self.t0),
+            ]
+        out += self.notes
+        return "\n".join(out)
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"  ({exc})"
+    # Firmware consoles use CR and ANSI escapes; keep them readable in a CI log.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc", "", text).replace("\r\n", "\n").replace("\r", "\n")
+    kept = [ln for ln in text.split("\n") if ln.strip()]
+    return "\n".join(f"  | {ln}" for ln in kept[-lines:]) or "  (empty)"
+
+
+class Topology:
+    """The virtual network, its daemons and the boots; a context manager that always cleans up.
+
+    proxy: "proxydhcp" (the service under test) or "dnsmasq" (the reference, to debug the harness);
+    hosts: MAC → boot file entries for the proxy ([[host]] in proxydhcp's config file).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        relay: bool = False,
+        colocated: bool = False,
+        proxy: str | None = None,
+        hosts: dict[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.relay = relay
+        self.colocated = colocated
+        self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
+        self.hosts = {m.lower(): f for m, f in (hosts or {}).items()}
+        self.log = log or (lambda _msg: None)
+        self.lab: Lab | None = None
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.proxy_log: Path | None = None
+        self.tftp_root = workdir / "tftproot"
+        self._batches = 0
+        self.batch_dir: Path | None = None  # the running boot batch's folder (captures, serial logs)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Topology:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def proxy_ns(self) -> str:
+        return "corp" if self.colocated else "pxe"
+
+    @property
+    def proxy_ip(self) -> str:
+        return CORP_IP if self.colocated else PXE_IP
+
+    @property
+    def proxy_ports(self) -> frozenset[int]:
+        """Ports proxydhcp's DHCP replies come from (in co-located mode 67 is dhcpd's)."""
+        return frozenset({4011} if self.colocated else {67, 4011})
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.lab = lab = Lab(prefix="e2e", workdir=self.workdir)
+        hosts: dict[str, str | None] = {"corp": CORP_IP}
+        if not self.colocated:
+            hosts["pxe"] = PXE_IP
+        if self.relay:
+            hosts["rtr"] = RTR_IP
+        lab.segment(LOCAL_NET, hosts, bridge="br0")
+        if self.relay:
+            lab.segment(RELAY_NET, {"rtr": RTR2_IP}, bridge="br1")
+            lab.router("rtr")
+            for short in hosts:
+                if short != "rtr":
+                    lab.route(short, RELAY_NET, RTR_IP)
+        self.log(f"network: namespaces {', '.join(n.name for n in lab.namespaces.values())}")
+        self._make_tftp_root()
+        self._start_corp()
+        if self.relay:
+            rtr = lab.ns("rtr")
+            helpers = [CORP_IP] if self.colocated else [CORP_IP, PXE_IP]
+            rtr.start_dhcrelay("eth1", "eth0", helpers)
+            self._start_ra(rtr, "eth1", "fd78::1")
+            self.log(f"router: dhcrelay on {RTR2_IP} forwarding to {', '.join(helpers)} (ip helper-address)")
+        self.start_proxy()
+
+    def close(self) -> None:
+        if self.lab is not None:
+            self.lab.close()  # ends every process it started (by PID), deletes the namespaces
+            self.lab = None
+            self.proxy = None
+
+    def ns(self, short: str) -> Netns:
+        assert self.lab is not None, "topology not started"
+        return self.lab.ns(short)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _make_tftp_root(self) -> None:
+        root = self.tftp_root
+        (root / "pxelinux.cfg").mkdir(parents=True, exist_ok=True)
+        for name, src in BOOT_FILES.items():
+            shutil.copyfile(src, root / name)
+        (root / "boot.ipxe").write_text(BOOT_IPXE)
+        (root / "pxelinux.cfg" / "default").write_text(PXELINUX_DEFAULT)
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def _start_corp(self) -> None:
+        corp = self.ns("corp")
+        subnets: list[tuple[str, str, str, str | None]] = [(LOCAL_NET, "10.77.0.100", "10.77.0.200", None)]
+        if self.relay:
+            subnets.append((RELAY_NET, "10.78.0.100", "10.78.0.200", RTR2_IP))
+        extra = "ping-check false;"
+        if self.colocated:
+            # PXE spec "DHCP and boot service on one host": the DHCP server itself says PXEClient.
+            extra += '\noption vendor-class-identifier "PXEClient";'
+        corp.start_dhcpd("eth0", subnets, extra=extra)
+        self._start_ra(corp, "eth0", "fd77::1")
+        self.log(
+            f"corporate DHCP: ISC dhcpd on {CORP_IP}" + (", option 60 PXEClient" if self.colocated else "")
+        )
+
+    def _start_ra(self, node: Netns, iface: str, addr: str) -> None:
+        """IPv6 router advertisements only: without one iPXE waits ~15 s per stage for IPv6."""
+        node.run(
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                f"net.ipv6.conf.{iface}.disable_ipv6=0",
+                f"net.ipv6.conf.{iface}.accept_ra=0",
+                "net.ipv6.conf.all.forwarding=0",
+            ]
+        )
+        node.run(["ip", "addr", "add", f"{addr}/64", "dev", iface, "nodad"])
+        conf = self.workdir / f"{node.name}-ra.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "port=0",
+                    f"interface={iface}",
+                    "bind-interfaces",
+                    "no-resolv",
+                    "no-hosts",
+                    "user=root",
+                    "group=root",
+                    "pid-file=",
+                    f"dhcp-leasefile={self.workdir / (node.name + '-ra.leases')}",
+                    "enable-ra",
+                    f"dhcp-range=::,constructor:{iface},ra-only,64,10m",
+                    "",
+                ]
+            )
+        )
+        node.spawn(
+            ["dnsmasq", "--keep-in-foreground", "--log-facility=-", f"--conf-file={conf}"],
+            log=f"{node.name}-ra.log",
+        )
+
+    def start_proxy(self) -> None:
+        node = self.ns(self.proxy_ns)
+        self.proxy_log = self.workdir / f"proxy-{self.proxy_kind}.log"
+        argv = self._proxy_argv()
+        (self.workdir / "proxy-cmdline.txt").write_text(" ".join(argv) + "\n")
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proxy = node.spawn(argv, log=self.proxy_log.name, env=env)
+        deadline = time.monotonic() + 30
+        for port in (4011, 69) if self.colocated else (67, 4011, 69):
+            while True:
+                if self.proxy.poll() is not None:
+                    raise RuntimeError(f"proxy exited ({self.proxy.returncode}):\n{tail(self.proxy_log, 40)}")
+                if node.run(["ss", "-Hnlu", f"sport = :{port}"], check=False).stdout.strip():
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"proxy did not bind UDP {port} in 30 s:\n{tail(self.proxy_log, 40)}")
+                time.sleep(0.1)
+        self.log(f"proxy: {self.proxy_kind} on {self.proxy_ip} ({' '.join(argv[:8])} ...)")
+
+    def stop_proxy(self) -> None:
+        if self.proxy is not None:
+            self.ns(self.proxy_ns).stop(self.proxy)
+            self.proxy = None
+            self.log("proxy: stopped")
+
+    def _proxy_argv(self) -> list[str]:
+        subnets = [LOCAL_NET, RELAY_NET] if self.relay else [LOCAL_NET]
+        if self.proxy_kind == "proxydhcp":
+            argv = [sys.executable, "-m", "proxydhcp", "serve", "--interface", "eth0"]
+            for cidr in subnets:
+                argv += ["--subnet", cidr]
+            argv += [
+                "--boot-file",
+                "bios=undionly.kpxe",
+                "--boot-file",
+                "efi-x64=ipxe.efi",
+                "--ipxe-boot-file",
+                "boot.ipxe",
+                "--tftp-root",
+                str(self.tftp_root),
+                "--log-format",
+                "json",
+            ]
+            if self.colocated:
+                argv.append("--colocated")
+            if self.hosts:
+                conf = self.workdir / "proxydhcp.toml"
+                conf.write_text(
+                    "".join(f'[[host]]\nmac = "{m}"\nboot_file = "{f}"\n\n' for m, f in self.hosts.items())
+                )
+                argv += ["--config", str(conf)]
+            return argv
+        if self.proxy_kind == "dnsmasq":
+            return ["dnsmasq", "--keep-in-foreground", f"--conf-file={self._dnsmasq_conf(subnets)}"]
+        raise ValueError(f"unknown proxy implementation {self.proxy_kind!r} (proxydhcp or dnsmasq)")
+
+    def _dnsmasq_conf(self, subnets: list[str]) -> Path:
+        """The reference: dnsmasq in proxy mode (never an address) with the same boot files."""
+        lines = [
+            "port=0",
+            "interface=eth0",
+            "bind-interfaces",
+            "no-resolv",
+            "no-hosts",
+            "user=root",
+            "group=root",
+            "log-dhcp",
+            "log-facility=-",
+            "pid-file=",
+            "enable-tftp",
+            f"tftp-root={self.tftp_root}",
+            "dhcp-userclass=set:ipxe,iPXE",
+            "dhcp-match=set:ipxe,175",
+            'pxe-prompt="e2e",0',
+        ]
+        lines += [f"dhcp-range={cidr.split('/')[0]},proxy,255.255.255.0" for cidr in subnets]
+        if self.colocated:
+            lines.append("dhcp-alternate-port=1067,1068")  # port 67 is dhcpd's; 4011 stays
+        for i, (mac, name) in enumerate(self.hosts.items()):
+            lines += [f"dhcp-mac=set:host{i},{mac}", f'pxe-service=tag:host{i},x86PC,"host",{name}']
+        lines += [
+            'pxe-service=tag:!ipxe,x86PC,"bios",undionly.kpxe',
+            'pxe-service=tag:ipxe,x86PC,"ipxe",boot.ipxe',
+        ]
+        for csa in ("BC_EFI", "x86-64_EFI"):
+            lines += [
+                f'pxe-service=tag:!ipxe,{csa},"uefi",ipxe.efi',
+                f'pxe-service=tag:ipxe,{csa},"ipxe",boot.ipxe',
+            ]
+        conf = self.workdir / "proxy-dnsmasq.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    # -- boots ---------------------------------------------------------------------------------
+
+    def boot(
+        self,
+        vms: list[Vm],
+        timeout: float = 180.0,
+        on_tick: Callable[[], None] | None = None,
+    ) -> dict[str, BootResult]:
+        """Boot `vms` at the same time; each ends at its marker, its firmware's give-up line, QEMU's
+        exit or the timeout (so a failure is the firmware's own verdict, not 'no marker yet')."""
+        self._batches += 1
+        bdir = self.batch_dir = self.workdir / f"boot{self._batches}"
+        bdir.mkdir()
+        wire_ns = self.ns("wire")
+        bridges = ["br0", "br1"] if self.relay else ["br0"]
+        captures = {br: self._capture(wire_ns, br, bdir) for br in bridges}
+        running: dict[str, tuple[Vm, subprocess.Popen[bytes], float]] = {}
+        results: dict[str, BootResult] = {}
+        try:
+            for vm in vms:
+                (self.tftp_root / f"ok-{hyphen_mac(vm.mac)}").write_text(f"#!ipxe\necho e2e: OK {vm.mac}\n")
+                running[vm.name] = (vm, self._start_vm(wire_ns, vm, bdir), time.time())
+                self.log(f"boot: {vm.name} ({vm.firmware}, MAC {vm.mac}) started on {self._bridge(vm)}")
+            deadline = time.monotonic() + timeout
+            while running and time.monotonic() < deadline:
+                for name, (vm, proc, t0) in list(running.items()):
+                    outcome = self._outcome(vm, proc, captures[self._bridge(vm)][1], bdir)
+                    if outcome:
+                        if on_tick:
+                            on_tick()
+                        results[name] = self._result(vm, outcome, t0, bdir, captures)
+                        if outcome == "success":
+                            time.sleep(1.0)  # let the marker's reply land in the capture
+                        wire_ns.stop(proc)
+                        del running[name]
+                if on_tick:
+                    on_tick()
+                time.sleep(0.2)
+            for name, (vm, proc, t0) in running.items():
+                results[name] = self._result(vm, "timeout", t0, bdir, captures)
+                wire_ns.stop(proc)
+        finally:
+            for _vm, proc, _t0 in running.values():
+                wire_ns.stop(proc)
+            for proc, _text in captures.values():
+                wire_ns.stop(proc)
+            for vm in vms:
+                wire_ns.run(["ip", "link", "del", self._tap(vm)], check=False)
+        if on_tick:
+            on_tick()
+        return results
+
+    def _bridge(self, vm: Vm) -> str:
+        return "br1" if vm.segment == "relay" else "br0"
+
+    @staticmethod
+    def _tap(vm: Vm) -> str:
+        return f"tap-{vm.name}"[:15]
+
+    def _capture(self, wire_ns: Netns, bridge: str, bdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+        """tcpdump on a bridge: the pcap for the assertions, text lines (-l --print) to spot the
+        marker while the VM runs."""
+        text = bdir / f"tcpdump-{bridge}.txt"
+        proc = wire_ns.spawn(
+            [
+                "tcpdump",
+                "-i",
+                bridge,
+                "-s",
+                "0",
+                "-U",
+                "-n",
+                "-l",
+                "--print",
+                "-w",
+                str(bdir / f"{bridge}.pcap"),
+                "udp or icmp",
+            ],
+            log=str(text.relative_to(self.workdir)),
+        )
+        deadline = time.monotonic() + 15
+        while "listening on" not in text.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tcpdump on {bridge} did not start: {text.read_text(errors='replace')}")
+            time.sleep(0.05)
+        return proc, text
+
+    def _start_vm(self, wire_ns: Netns, vm: Vm, bdir: Path) -> subprocess.Popen[bytes]:
+        tap = self._tap(vm)
+        wire_ns.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+        wire_ns.run(["ip", "link", "set", tap, "master", self._bridge(vm)])
+        wire_ns.run(["ip", "link", "set", tap, "up"])
+        argv = [
+            QEMU,
+            "-name",
+            vm.name,
+            "-accel",
+            os.environ.get("PROXYDHCP_E2E_ACCEL", "tcg"),
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "std",
+            "-serial",
+            f"file:{bdir / (vm.name + '-serial.log')}",
+            "-netdev",
+            f"tap,id=n0,ifname={tap},script=no,downscript=no",
+            "-boot",
+            "strict=on",
+        ]
+        if vm.firmware in ("bios", "pxelinux"):
+            # graphics=off: SeaBIOS mirrors its console and the iPXE ROM's text to the serial port.
+            argv += [
+                "-machine",
+                "pc,graphics=off",
+                "-m",
+                "256",
+                "-device",
+                f"e1000,netdev=n0,mac={vm.mac},bootindex=1",
+            ]
+        elif vm.firmware == "uefi":
+            # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
+            variables = bdir / f"{vm.name}-ovmf-vars.fd"
+            shutil.copyfile(OVMF_VARS, variables)
+            argv += [
+                "-machine",
+                "q35",
+                "-m",
+                "512",
+                "-device",
+                f"virtio-net-pci,netdev=n0,mac={vm.mac},bootindex=1,romfile=",
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={variables}",
+            ]
+        else:
+            raise ValueError(f"unknown firmware {vm.firmware!r}")
+        (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")
+        return wire_ns.spawn(argv, log=str((bdir / f"{vm.name}-qemu.log").relative_to(self.workdir)))
+
+    def _outcome(self, vm: Vm, proc: subprocess.Popen[bytes], text: Path, bdir: Path) -> str | None:
+        seen = text.read_text(errors="replace")
+        if f'RRQ "{vm.marker}"' in seen or f'RRQ "/{vm.marker}"' in seen:
+            return "success"
+        serial = (
+            (bdir / f"{vm.name}-serial.log").read_bytes().decode("utf-8", "replace")
+            if (bdir / f"{vm.name}-serial.log").exists()
+            else ""
+        )
+        gave_up = GIVE_UP[vm.firmware].search(serial)
+        if gave_up:
+            return f"firmware gave up: {gave_up.group(0)}"
+        if proc.poll() is not None:
+            return f"qemu exited ({proc.returncode})"
+        return None
+
+    def _result(
+        self,
+        vm: Vm,
+        outcome: str,
+        t0: float,
+        bdir: Path,
+        captures: dict[str, tuple[subprocess.Popen[bytes], Path]],
+    ) -> BootResult:
+        seconds = time.time() - t0
+        self.log(f"boot: {vm.name}: {outcome} after {seconds:.1f} s")
+        TIMINGS.append(
+            f"{vm.name:<14} {vm.firmware:<9} {vm.segment:<6} {self.proxy_kind:<9} {seconds:6.1f} s  {outcome}"
+        )
+        return BootResult(
+            vm=vm,
+            outcome=outcome,
+            seconds=seconds,
+            serial=bdir / f"{vm.name}-serial.log",
+            pcaps={br: bdir / f"{br}.pcap" for br in captures},
+            proxy_log=self.proxy_log,
+            bridge=self._bridge(vm),
+            t0=t0,
+        )

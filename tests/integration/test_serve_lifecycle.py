@@ -1,0 +1,185 @@
+"""`serve` as a process: co-located mode, SIGHUP reload, SIGTERM with TFTP in flight, --user, and
+the one-line errors when a port is taken or privileges are missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from proxydhcp.dhcp.packet import MessageType
+from tests.integration import dhcpclient as dc
+from tests.integration.conftest import REPO, spawn_proxy, tftp_root
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
+
+PXE, CLI = "10.77.0.2", "10.77.0.50"
+FLAGS = ["--interface", "eth0", "--boot-file", "bios=undionly.kpxe", "--boot-file", "efi-x64=ipxe.efi"]
+
+
+def _ack(
+    lab, xid: int, *, port: int = 4011, arch: int = 7, server_id: str | None = None
+) -> dc.Received | None:
+    sock = dc.udp_socket(lab.ns("cli").name, port=port, address=CLI)
+    try:
+        req = dc.request4011(
+            f"52:54:00:11:00:{xid & 255:02x}", xid, ciaddr=CLI, arch=arch, server_id=server_id
+        )
+        got = dc.exchange(sock, req, (PXE, 4011), window=1.5, until=lambda g: bool(dc.replies_for(g, xid)))
+        replies = dc.replies_for(got, xid, source_ip=PXE)
+        return replies[0] if replies else None
+    finally:
+        sock.close()
+
+
+def _udp_ports(lab, ns: str) -> set[int]:
+    out = lab.ns(ns).run(["ss", "-Hlunp"]).stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if "python" in line}
+
+
+def test_colocated_binds_4011_only_and_answers_without_offer(lab, start_proxy) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
+    start_proxy("pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--colocated", "--no-tftp"])
+    assert _udp_ports(lab, "pxe") == {4011}
+    edk2 = _ack(lab, 0xC01)  # EDK II: from port 4011, no option 54
+    assert edk2 is not None and edk2.packet is not None and edk2.packet.file == b"ipxe.efi"
+    assert edk2.packet.message_type == MessageType.ACK and edk2.packet.siaddr == IPv4Address(PXE)
+    ipxe = _ack(lab, 0xC02, port=68, arch=0, server_id=PXE)  # iPXE: from port 68, 54 = this host
+    assert ipxe is not None and ipxe.packet is not None and ipxe.packet.file == b"undionly.kpxe"
+
+
+def test_sighup_reload_adds_subnet_and_refuses_bad_config(lab, start_proxy, tmp_path: Path) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
+    config = tmp_path / "proxydhcp.toml"
+    base = '[boot]\nefi-x64 = "ipxe.efi"\n\n[[subnet]]\ncidr = "10.88.0.0/24"\n'
+    config.write_text(base)
+    proxy = start_proxy("pxe", ["-c", str(config), "--interface", "eth0", "--no-tftp", "-v"])
+    assert _ack(lab, 0xD01) is None  # 10.77.0.0/24 is not enabled yet
+    proxy.wait_log("xid=0x00000d01", "not enabled")
+
+    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "new.efi" }\n')
+    mark = len(proxy.log())
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("configuration reloaded", after=mark)
+    ack = _ack(lab, 0xD02)
+    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+
+    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/33"\n')
+    mark = len(proxy.log())
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("reload refused", "subnet", after=mark)
+    ack = _ack(lab, 0xD03)  # the old configuration is still in force
+    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+    assert proxy.proc.poll() is None
+
+
+def _tftp_slow_read(sock: socket.socket, server: str, name: str, on_block: int, action) -> bytes:
+    """RRQ (blksize 512), ACK every block after a short pause; call `action()` after block `on_block`."""
+    sock.settimeout(5)
+    sock.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", (server, 69))
+    data, expected = bytearray(), 1
+    for _ in range(10_000):
+        pkt, peer = sock.recvfrom(2048)
+        opcode, block = struct.unpack("!HH", pkt[:4])
+        assert opcode == 3, f"expected DATA, got {pkt[:40]!r}"
+        if block == expected:
+            data += pkt[4:]
+            expected = (expected + 1) & 0xFFFF
+        sock.sendto(struct.pack("!HH", 4, block), peer)
+        if block == on_block:
+            action()
+        if len(pkt) < 516:
+            return bytes(data)
+        time.sleep(0.01)
+    raise AssertionError("transfer did not end")
+
+
+def test_sigterm_lets_tftp_transfer_finish_then_exits_0(lab, start_proxy) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
+    content = bytes(range(256)) * 200  # 51,200 bytes: 101 blocks of 512, ~1.5 s at 10 ms per ACK
+    root = tftp_root({"big.bin": content})
+    try:
+        proxy = start_proxy("pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)])
+        sock = dc.udp_socket(lab.ns("cli").name, port=0, address=CLI)
+        got = _tftp_slow_read(sock, PXE, "big.bin", 10, lambda: proxy.signal(signal.SIGTERM))
+        sock.close()
+        assert got == content
+        assert proxy.proc.wait(15) == 0
+        assert "stopped" in proxy.log()
+        assert _udp_ports(lab, "pxe") == set()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_user_nobody_drops_root_and_still_serves(lab, start_proxy) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
+    root = tftp_root({"undionly.kpxe": b"pxe-rom" * 300})
+    try:
+        proxy = start_proxy(
+            "pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root), "--user", "nobody"]
+        )
+        proxy.wait_log("dropped privileges to nobody")
+        status = Path(f"/proc/{proxy.pid()}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        nobody = subprocess.run(
+            ["id", "-u", "nobody"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert fields["Uid"].split() == [nobody] * 4
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
+        ack = _ack(lab, 0xE01)
+        assert ack is not None and ack.packet is not None and ack.packet.file == b"ipxe.efi"
+        out = lab.ns("cli").run(
+            ["busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", "/dev/stdout", PXE], timeout=20
+        )
+        assert out.stdout == "pxe-rom" * 300
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _serve_fails(lab, args: list[str]) -> str:
+    proxy = spawn_proxy(lab, "pxe", args, name="fail")
+    code = proxy.proc.wait(20)
+    assert code == 2, proxy.log()
+    return proxy.log()
+
+
+def test_port_67_taken_by_dhcpd_is_one_clear_line(lab) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE})
+    lab.ns("pxe").start_dhcpd("eth0", [("10.77.0.0/24", "10.77.0.100", "10.77.0.150", None)])
+    log = _serve_fails(lab, [*FLAGS, "--subnet", "10.77.0.0/24", "--no-tftp"])
+    assert "another DHCP server (dhcpd, dnsmasq, kea)" in log and "--colocated" in log
+    assert "Traceback" not in log
+
+
+def test_port_69_taken_suggests_no_tftp(lab, tmp_path: Path) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE})
+    with dc.in_netns(lab.ns("pxe").name):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("0.0.0.0", 69))
+    try:
+        log = _serve_fails(lab, [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(tmp_path)])
+    finally:
+        holder.close()
+    assert "--no-tftp" in log and "--tftp-port" in log and "Traceback" not in log
+
+
+def test_unprivileged_bind_says_what_is_needed(lab) -> None:
+    lab.segment("10.77.0.0/24", {"pxe": PXE})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
+    env.update(PYTHONPATH=str(REPO))
+    # Root without CAP_NET_BIND_SERVICE (this Python may not be readable by an ordinary user).
+    argv = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", sys.executable,
+            "-m", "proxydhcp", "serve", *FLAGS, "--subnet", "10.77.0.0/24", "--no-tftp"]  # fmt: skip
+    proc = lab.ns("pxe").spawn(argv, log="unprivileged.log", env=env)
+    assert proc.wait(20) == 2
+    log = Path(proc.logfile).read_text()  # type: ignore[attr-defined]
+    assert "needs root or CAP_NET_BIND_SERVICE" in log and "Traceback" not in log, log

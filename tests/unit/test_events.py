@@ -1,0 +1,67 @@
+"""events.py: one record per packet, its log level, fields and bounded counters."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from proxydhcp import events
+from proxydhcp.events import Counters, DecisionRecord, Outcome, Stage, reason_key
+from proxydhcp.log import JsonFormatter
+
+
+def _rec(outcome: Outcome, stage: Stage, reason: str | None = None, **kw: object) -> DecisionRecord:
+    return DecisionRecord(outcome, stage, port=67, iface="eth0", source="0.0.0.0:68", reason=reason, **kw)  # type: ignore[arg-type]
+
+
+def test_levels() -> None:
+    assert _rec(Outcome.ANSWER, Stage.SEND).level == logging.INFO
+    assert _rec(Outcome.IGNORE, Stage.CLASSIFY, "not a PXE client").level == logging.DEBUG
+    assert _rec(Outcome.IGNORE, Stage.POLICY, "subnet of 10.9.0.1 not enabled").level == logging.DEBUG
+    assert _rec(Outcome.IGNORE, Stage.POLICY, "no boot file for efi-arm64").level == logging.INFO
+    assert _rec(Outcome.MALFORMED, Stage.DECODE, "packet too short").level == logging.DEBUG
+    assert _rec(Outcome.ERROR, Stage.POLICY, "internal error").level == logging.ERROR
+
+
+def test_fields_and_json_line() -> None:
+    rec = _rec(Outcome.ANSWER, Stage.SEND, mac="52:54:00:00:00:01", xid=0x1234, msg_type="DISCOVER",
+               arch="bios", boot_file="undionly.kpxe", destination="255.255.255.255:68")  # fmt: skip
+    fields = rec.fields()
+    assert fields["xid"] == "0x00001234" and fields["outcome"] == "answer" and "reason" not in fields
+    record = logging.LogRecord("proxydhcp.dhcp", logging.INFO, __file__, 1, "%s", (rec.message(),), None)
+    record.fields = fields
+    line = json.loads(JsonFormatter().format(record))
+    assert line["mac"] == "52:54:00:00:00:01" and line["boot_file"] == "undionly.kpxe"
+    assert line["msg"] == "answered DISCOVER: undionly.kpxe"
+
+
+def test_reason_key_drops_values() -> None:
+    assert reason_key("bad option: option 97 has type 1") == "bad option"
+    assert reason_key("packet too short (3 bytes, need at least 240)") == "packet too short"
+    assert reason_key(None) == "-"
+
+
+def test_counters_are_bounded() -> None:
+    counters = Counters()
+    for n in range(1000):
+        counters.add(_rec(Outcome.IGNORE, Stage.POLICY, f"reason number {n}"))
+    assert len(counters.counts) <= Counters.MAX_KEYS
+    assert counters.total(Outcome.IGNORE) == 1000
+
+
+def test_record_logs_counts_and_feeds_sinks(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[DecisionRecord] = []
+    events.add_sink(seen.append)
+    events.add_sink(lambda rec: 1 / 0)  # a broken sink is logged, never raised
+    try:
+        with caplog.at_level(logging.DEBUG, logger="proxydhcp"):
+            before = events.counters.total(Outcome.MALFORMED)
+            events.record(_rec(Outcome.MALFORMED, Stage.DECODE, "bad magic cookie 0x00000000"))
+    finally:
+        events._sinks.clear()
+    assert len(seen) == 1 and events.counters.total(Outcome.MALFORMED) == before + 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxydhcp.dhcp"]
+    assert "malformed packet: bad magic cookie 0x00000000" in messages
+    assert any("sink" in m and "failed" in m for m in messages)

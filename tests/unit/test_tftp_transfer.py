@@ -1,0 +1,157 @@
+"""The read transfer state, block by block (lockstep, windows, rollover, timeouts)."""
+
+from __future__ import annotations
+
+from proxydhcp.tftp import transfer as tx
+from proxydhcp.tftp.transfer import ReadTransfer
+
+
+def test_short_file_lockstep() -> None:
+    t = ReadTransfer(size=1000, blksize=512)
+    assert t.last_block == 2
+    assert t.take_window() == (1, 1)
+    assert t.span(1) == (0, 512)
+    assert t.on_ack(1, now=0.1) == tx.PROGRESS
+    assert t.take_window() == (2, 2)
+    assert t.span(2) == (512, 1000)
+    assert t.on_ack(2, now=0.2) == tx.COMPLETE
+    assert t.done
+
+
+def test_exact_multiple_ends_with_empty_block() -> None:
+    t = ReadTransfer(size=1024, blksize=512)
+    assert t.last_block == 3
+    t.take_window()
+    t.on_ack(1, 0)
+    t.take_window()
+    assert t.on_ack(2, 0) == tx.PROGRESS
+    assert t.take_window() == (3, 3)
+    assert t.span(3) == (1024, 1024)  # empty DATA
+    assert t.on_ack(3, 0) == tx.COMPLETE
+
+
+def test_empty_file_is_one_empty_block() -> None:
+    t = ReadTransfer(size=0, blksize=512)
+    assert t.take_window() == (1, 1)
+    assert t.span(1) == (0, 0)
+    assert t.on_ack(1, 0) == tx.COMPLETE
+
+
+def test_duplicate_ack_sends_nothing() -> None:
+    t = ReadTransfer(size=5000, blksize=512)
+    t.take_window()
+    assert t.on_ack(1, 0) == tx.PROGRESS
+    t.take_window()
+    # Sorcerer's Apprentice: the duplicate ACK 1 must not trigger a resend of block 2
+    assert t.on_ack(1, 0) == tx.IGNORED
+    assert t.acked == 1
+    assert t.sent == 2
+
+
+def test_future_ack_ignored() -> None:
+    t = ReadTransfer(size=5000, blksize=512)
+    t.take_window()
+    assert t.on_ack(5, 0) == tx.IGNORED
+    assert t.on_ack(2, 0) == tx.IGNORED
+    assert t.acked == 0
+    assert t.on_ack(1, 0) == tx.PROGRESS
+
+
+def test_oack_then_ack_zero() -> None:
+    t = ReadTransfer(size=100, blksize=512, oack=True)
+    assert t.probe_abort
+    assert t.on_ack(1, 0) == tx.IGNORED  # nothing sent yet
+    assert t.on_ack(0, 0) == tx.PROGRESS
+    assert not t.probe_abort
+    assert t.take_window() == (1, 1)
+    assert t.on_ack(0, 0) == tx.IGNORED  # a duplicate ACK of the OACK
+
+
+def test_tsize_probe_abort_is_recognised() -> None:
+    # EDK2 Mtftp4GetInfo: RRQ with tsize, reads the OACK, sends ERROR: no block was asked for.
+    t = ReadTransfer(size=10_000_000, blksize=1468, oack=True)
+    assert t.probe_abort
+    t.on_ack(0, 0)
+    t.take_window()
+    assert not t.probe_abort  # an ERROR now is a real abort
+
+
+def test_rollover_65535_to_0() -> None:
+    blocks = 65535 + 10
+    t = ReadTransfer(size=blocks * 512 - 1, blksize=512)
+    for block in range(1, blocks + 1):
+        first, last = t.take_window()
+        assert first == last == block
+        result = t.on_ack(block & 0xFFFF, 0)
+        assert result == (tx.COMPLETE if block == blocks else tx.PROGRESS)
+    assert t.acked == blocks
+
+
+def test_rollover_with_windows() -> None:
+    t = ReadTransfer(size=70000 * 512, blksize=512, windowsize=16)
+    t.acked = t.sent = 65528
+    assert t.take_window() == (65529, 65544)
+    assert t.on_ack(65544 & 0xFFFF, 0) == tx.PROGRESS  # wire block 8
+    assert t.acked == 65544
+    assert t.on_ack(65535, 0) == tx.IGNORED  # an old ACK from before the wrap
+
+
+def test_window_full_and_partial_ack() -> None:
+    t = ReadTransfer(size=100 * 512, blksize=512, windowsize=8)
+    assert t.take_window() == (1, 8)
+    assert t.on_ack(8, 0) == tx.PROGRESS
+    assert t.take_window() == (9, 16)
+    # RFC 7440: the client saw a gap after 11 and ACKs 11: the next window starts at 12
+    assert t.on_ack(11, 0) == tx.PROGRESS
+    assert t.take_window() == (12, 19)
+    assert t.on_ack(11, 0) == tx.IGNORED
+
+
+def test_last_window_is_short() -> None:
+    t = ReadTransfer(size=10 * 512 + 1, blksize=512, windowsize=8)
+    assert t.last_block == 11
+    t.take_window()
+    t.on_ack(8, 0)
+    assert t.take_window() == (9, 11)
+    assert t.on_ack(11, 0) == tx.COMPLETE
+
+
+def test_timeout_resends_window_from_last_ack_with_backoff() -> None:
+    t = ReadTransfer(size=100 * 512, blksize=512, windowsize=4, timeout=1.0, give_up=30.0, now=0.0)
+    assert t.take_window() == (1, 4)
+    assert t.deadline() == 1.0
+    assert t.on_ack(2, now=0.5) == tx.PROGRESS  # partial: 3 and 4 lost
+    assert t.take_window() == (3, 6)
+    assert t.deadline() == 1.5
+    assert t.on_timeout(now=1.5) == tx.RESEND
+    assert t.take_window() == (3, 6)  # the whole window again, from the last ACK
+    assert t.deadline() == 3.5  # backoff: 2 s
+    assert t.on_timeout(now=3.5) == tx.RESEND
+    assert t.deadline() == 7.5  # 4 s
+    assert t.retransmits == 2
+    assert t.on_ack(6, now=8.0) == tx.PROGRESS
+    assert t.deadline() == 9.0  # progress resets the backoff
+
+
+def test_give_up_without_progress() -> None:
+    t = ReadTransfer(size=100 * 512, blksize=512, timeout=1.0, give_up=5.0, now=0.0)
+    t.take_window()
+    results = []
+    now = 0.0
+    for _ in range(10):
+        now = t.deadline()
+        results.append(t.on_timeout(now))
+        if results[-1] != tx.RESEND:
+            break
+    assert results[-1] == tx.GIVE_UP
+    assert now >= 5.0
+
+
+def test_missing_final_ack_is_not_a_failure() -> None:
+    t = ReadTransfer(size=600, blksize=512, timeout=1.0, give_up=30.0)
+    t.take_window()
+    t.on_ack(1, 0)
+    t.take_window()  # the last block is out; its ACK never comes
+    outcomes = [t.on_timeout(t.deadline()) for _ in range(tx.FINAL_ACK_RETRIES + 1)]
+    assert outcomes[:-1] == [tx.RESEND] * tx.FINAL_ACK_RETRIES
+    assert outcomes[-1] == tx.ASSUME_DONE
