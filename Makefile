@@ -30,6 +30,7 @@ bench-smoke:        ## a few seconds of every benchmark, so it does not rot (run
 	$(PYTHON) -m bench.run --smoke
 
 fuzz:               ## coverage-guided fuzzing of the decoders (atheris), bounded in time
+	$(PYTHON) -m pip install -q atheris || echo "atheris unavailable: falling back to a bounded Hypothesis run"
 	$(PYTHON) -m tests.fuzz.run --seconds $${FUZZ_SECONDS:-300}
 
 clean:

@@ -87,6 +87,13 @@ MetricsOpt = Annotated[
     str | None, typer.Option("--metrics", help="Serve Prometheus metrics on ADDR:PORT. [metrics.listen]")
 ]
 UserOpt = Annotated[str | None, typer.Option("--user", help="Drop privileges to this user. [server.user]")]
+UefiModeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--uefi-mode",
+        help="ARCH=binl|direct (or default=...): how UEFI gets its file (repeat). [server.uefi_mode]",
+    ),
+]
 
 
 def build_overrides(
@@ -104,6 +111,7 @@ def build_overrides(
     verbose: bool = False,
     metrics: str | None = None,
     user: str | None = None,
+    uefi_mode: list[str] | None = None,
 ) -> dict[str, Any]:
     """Flags → the config file's shape. Unset flags are left out so the file's values stand."""
     server: dict[str, Any] = {}
@@ -120,6 +128,11 @@ def build_overrides(
         server["reply_delay_ms"] = reply_delay_ms
     if user:
         server["user"] = user
+    for item in uefi_mode or []:
+        arch, sep, mode = item.partition("=")
+        if not sep or not arch or not mode:
+            raise ConfigError(f"--uefi-mode: expected ARCH=binl|direct, got {item!r}")
+        server.setdefault("uefi_mode", {})[arch] = mode
     if tftp_root is not None:
         tftp["root"] = str(tftp_root)
     if no_tftp:
@@ -172,6 +185,7 @@ def serve(
     verbose: VerboseOpt = False,
     metrics: MetricsOpt = None,
     user: UserOpt = None,
+    uefi_mode: UefiModeOpt = None,
 ) -> None:
     """Run the proxyDHCP service (ports 67 and 4011) and, with --tftp-root, the TFTP server."""
     try:
@@ -190,6 +204,7 @@ def serve(
             verbose=verbose,
             metrics=metrics,
             user=user,
+            uefi_mode=uefi_mode,
         )
         settings = load_settings(config, overrides)
     except ConfigError as exc:
@@ -244,6 +259,7 @@ def check_config(
     log_format: LogFormatOpt = None,
     metrics: MetricsOpt = None,
     user: UserOpt = None,
+    uefi_mode: UefiModeOpt = None,
 ) -> None:
     """Validate the configuration and print the effective settings as TOML."""
     settings = settings_from_flags(
@@ -261,6 +277,7 @@ def check_config(
         log_format=log_format,
         metrics=metrics,
         user=user,
+        uefi_mode=uefi_mode,
     )
     typer.echo(effective_toml(settings), nl=False)
     if not settings.subnet:

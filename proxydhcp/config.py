@@ -56,10 +56,19 @@ class ServerSettings(_Section):
     """Bind port 4011 only (the DHCP server on this host sends option 60 PXEClient)."""
     reply_delay_ms: int = Field(default=0, ge=0, le=10_000)
     """Delay before each proxy offer: some firmware (Raspberry Pi) takes the first offer it sees."""
+    uefi_mode: dict[str, Literal["binl", "direct"]] = Field(default_factory=dict)
+    """How UEFI architectures are offered their file: "binl" (default; offer without option 43, the
+    client fetches its file on port 4011, which every EDK II fork accepts) or "direct" (option 43
+    {6: 8} + file + siaddr in the offer itself, as for BIOS). Keys: architecture names or "default"."""
     dhcp_port: int = Field(default=67, ge=1, le=65535)
     pxe_port: int = Field(default=4011, ge=1, le=65535)
     user: str | None = None
     """Drop to this user (and its group) after binding the ports."""
+
+    @field_validator("uefi_mode")
+    @classmethod
+    def _uefi_mode_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
 
 
 class TftpSettings(_Section):

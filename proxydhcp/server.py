@@ -22,10 +22,10 @@ import sys
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from proxydhcp import events, sockets
-from proxydhcp.config import Settings, load_settings
+from proxydhcp.config import Settings, TftpSettings, load_settings
 from proxydhcp.dhcp.arch import arch_name
 from proxydhcp.dhcp.delivery import Destination, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket, MessageType
@@ -37,6 +37,9 @@ from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT, ClientInfo, Ignore, clas
 from proxydhcp.pxe.policy import Receiver, decide
 from proxydhcp.pxe.reply import build_reply
 from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
+
+if TYPE_CHECKING:
+    from proxydhcp.metrics import Metrics  # imported lazily: prometheus_client only when enabled
 
 log = logging.getLogger("proxydhcp.server")
 
@@ -178,6 +181,7 @@ class ProxyDhcpService:
         self.tftp: TftpServer | None = None
         self.serving = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_start: list[Callable[[tuple[str, int], str], None]] = []
         self.on_transfer: list[Callable[[TransferStats], None]] = []
 
     # -- packets ---------------------------------------------------------------------------------
@@ -281,23 +285,18 @@ class ProxyDhcpService:
             return
         if not cfg.root.is_dir():
             raise StartupError(f"tftp.root: not a directory: {cfg.root}")
-        config = TftpConfig(
-            root=cfg.root,
-            address=str(cfg.address),
-            port=cfg.port,
-            max_blksize=cfg.max_blksize,
-            max_windowsize=cfg.max_windowsize,
-            max_transfers=cfg.max_transfers,
-            max_transfers_per_client=cfg.max_transfers_per_client,
-            timeout=cfg.timeout,
-            give_up=cfg.give_up,
+        server = TftpServer(
+            tftp_config(cfg, cfg.root), on_transfer=self._transfer_done, on_start=self._transfer_started
         )
-        server = TftpServer(config, on_transfer=self._transfer_done)
         try:
             await server.start()
         except OSError as exc:
             raise StartupError(sockets.bind_error_message(exc, cfg.port, "tftp")) from None
         self.tftp = server
+
+    def _transfer_started(self, client: tuple[str, int], filename: str) -> None:
+        for callback in self.on_start:
+            callback(client, filename)
 
     def _transfer_done(self, stats: TransferStats) -> None:
         for callback in self.on_transfer:
@@ -356,9 +355,27 @@ class ProxyDhcpService:
         return True
 
 
+def tftp_config(cfg: TftpSettings, root: Path) -> TftpConfig:
+    """`[tftp]` settings → the TFTP package's own config (it imports nothing from config.py).
+    Every TftpSettings field but `enabled` and `root` (checked by the caller) maps to one here;
+    `cache_bytes` keeps TftpConfig's default."""
+    return TftpConfig(
+        root=root,
+        address=str(cfg.address),
+        port=cfg.port,
+        max_blksize=cfg.max_blksize,
+        max_windowsize=cfg.max_windowsize,
+        max_transfers=cfg.max_transfers,
+        max_transfers_per_client=cfg.max_transfers_per_client,
+        timeout=cfg.timeout,
+        give_up=cfg.give_up,
+    )
+
+
 def _tftp_outcome(outcome: str) -> str:
-    """TFTP's free-text outcome → the metrics vocabulary (metrics.TFTP_FAILURES)."""
-    if outcome == "completed":
+    """TFTP's free-text outcome → the metrics vocabulary: "completed", "probe" (Metrics counts it
+    apart, R-62) or one of metrics.TFTP_FAILURES."""
+    if outcome in ("completed", "probe"):
         return outcome
     for word, label in (
         ("timeout", "timeout"),
@@ -371,6 +388,20 @@ def _tftp_outcome(outcome: str) -> str:
         if word in outcome:
             return label
     return outcome
+
+
+def tftp_metrics_hooks(
+    registry: Metrics,
+) -> tuple[Callable[[tuple[str, int], str], None], Callable[[TransferStats], None]]:
+    """The (on_start, on_transfer) pair that feeds TFTP transfers into `registry`."""
+
+    def started(client: tuple[str, int], filename: str) -> None:
+        registry.tftp_started()
+
+    def finished(st: TransferStats) -> None:
+        registry.tftp_finished(st.bytes, st.retransmits, st.duration, _tftp_outcome(st.outcome))
+
+    return started, finished
 
 
 def _start_metrics(settings: Settings, service: ProxyDhcpService) -> None:
@@ -388,9 +419,9 @@ def _start_metrics(settings: Settings, service: ProxyDhcpService) -> None:
         raise StartupError(f"metrics.listen {settings.metrics.listen}: cannot bind: {exc.strerror}") from None
     events.add_sink(metrics.observe_decision)
     registry.set_active_transfers(lambda: service.tftp.active if service.tftp is not None else 0)
-    service.on_transfer.append(
-        lambda st: registry.tftp_finished(st.bytes, st.retransmits, st.duration, _tftp_outcome(st.outcome))
-    )
+    on_start, on_transfer = tftp_metrics_hooks(registry)
+    service.on_start.append(on_start)
+    service.on_transfer.append(on_transfer)
     log.info("metrics on http://%s/metrics", settings.metrics.listen)
 
 

@@ -5,11 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from proxydhcp.dhcp.packet import DhcpPacket
+from proxydhcp.dhcp.packet import ZERO, DhcpPacket
 
 BROADCAST = IPv4Address("255.255.255.255")
 SERVER_PORT = 67
 CLIENT_PORT = 68
+# int(address) → dotted text: str(IPv4Address) is slow and a server logs the same few addresses. Bounded.
+_TEXT: dict[int, str] = {}
+_TEXT_MAX = 1024
+
+
+def _text(address: IPv4Address) -> str:
+    if type(address) is not IPv4Address:
+        return str(address)
+    key = int(address)
+    text = _TEXT.get(key)
+    if text is None:
+        if len(_TEXT) >= _TEXT_MAX:
+            _TEXT.clear()
+        text = _TEXT[key] = str(address)
+    return text
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,7 @@ class Destination:
     broadcast: bool
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}{' (broadcast)' if self.broadcast else ''}"
+        return f"{_text(self.address)}:{self.port}{' (broadcast)' if self.broadcast else ''}"
 
 
 def offer_destination(
@@ -28,9 +43,9 @@ def offer_destination(
     """Destination of a port-67 proxy offer. A relayed request goes back to the relay (giaddr:67);
     a client that has an address gets it at ciaddr:68; otherwise broadcast. A proxy offer has
     yiaddr 0, so the §4.1 "unicast to yiaddr/chaddr" case never applies (R-20)."""
-    if request.giaddr != IPv4Address(0):
+    if request.giaddr != ZERO:
         return Destination(request.giaddr, server_port, False)
-    if request.ciaddr != IPv4Address(0):
+    if request.ciaddr != ZERO:
         return Destination(request.ciaddr, client_port, False)
     return Destination(BROADCAST, client_port, True)
 

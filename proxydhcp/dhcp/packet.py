@@ -2,15 +2,16 @@
 
 `DhcpPacket` is an immutable value. `DhcpPacket.decode` is total: any bytes give a packet or raise
 `MalformedPacket(reason)`; no dpkt, struct or index error ever leaves this module. dpkt parses the
-fixed header; options are walked here because dpkt's own walker raises a bare IndexError on a stray
-byte and silently truncates overrunning options (STYLE.md §1).
+fixed header (its `__hdr_fmt__` layout, precompiled once: building a dpkt object per packet cost more
+than the rest of decode); options are walked here because dpkt's own walker raises a bare IndexError on
+a stray byte and silently truncates overrunning options (STYLE.md §1).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address
 
@@ -28,7 +29,28 @@ BOOTREPLY = 2
 BROADCAST_FLAG = 0x8000
 ZERO = IPv4Address(0)
 
-_DPKT_ERRORS = (dpkt.Error, IndexError, struct.error, ValueError, TypeError)
+# The BOOTP header as dpkt lays it out (RFC 951), magic cookie included: one C call per decode/encode.
+_HEADER_FIELDS = ("op", "hrd", "hln", "hops", "xid", "secs", "flags", "ciaddr", "yiaddr", "siaddr", "giaddr",
+                  "chaddr", "sname", "file", "magic")  # fmt: skip
+if tuple(dpkt.dhcp.DHCP.__hdr_fields__) != _HEADER_FIELDS or dpkt.dhcp.DHCP.__hdr_len__ != OPTIONS_OFFSET:
+    raise ImportError(f"unexpected dpkt BOOTP header layout {dpkt.dhcp.DHCP.__hdr_fields__}")
+_HEADER = struct.Struct(dpkt.dhcp.DHCP.__hdr_fmt__)
+_PAD, _END, _OVERLOAD, _MESSAGE_TYPE = 0, 255, 52, 53
+_CLIENT_ARCH, _CLIENT_NDI, _CLIENT_UUID = 93, 94, 97
+
+# Decoded addresses are mostly 0.0.0.0 or a relay's giaddr: share the objects (bounded, immutable values).
+_ADDRESSES: dict[int, IPv4Address] = {0: ZERO}
+_ADDRESS_CACHE_SIZE = 1024
+
+
+def _address(value: int) -> IPv4Address:
+    address = _ADDRESSES.get(value)
+    if address is None:
+        if len(_ADDRESSES) >= _ADDRESS_CACHE_SIZE:
+            _ADDRESSES.clear()
+            _ADDRESSES[0] = ZERO
+        address = _ADDRESSES[value] = IPv4Address(value)
+    return address
 
 
 class MessageType(IntEnum):
@@ -80,49 +102,60 @@ def split_option(code: int, value: bytes) -> tuple[tuple[int, bytes], ...]:
     """One logical option as wire instances of at most 255 bytes (RFC 3396 §7)."""
     if not value:
         return ((code, b""),)
+    if len(value) <= 255:
+        return ((code, value[0:255]),)
     return tuple((code, value[i : i + 255]) for i in range(0, len(value), 255))
 
 
-def _walk_options(data: bytes, where: str) -> tuple[list[tuple[int, bytes]], bool]:
-    """Parse an option area; returns (instances, saw END). Bytes after END are padding."""
-    out: list[tuple[int, bytes]] = []
-    i, n = 0, len(data)
+def _walk_options(
+    data: bytes, start: int, where: str, out: list[tuple[int, bytes]], index: dict[int, bytes]
+) -> None:
+    """Parse an option area from `start`, appending instances to `out` and their RFC 3396
+    concatenation to `index`. Bytes after END are padding."""
+    i, n = start, len(data)
     while i < n:
         code = data[i]
-        if code == Opt.END:
-            return out, True
-        if code == Opt.PAD:
+        if code == _END:
+            return
+        if code == _PAD:
             i += 1
             continue
         if i + 1 >= n:
             raise MalformedPacket(f"option {code} in {where} has no length byte")
-        length = data[i + 1]
-        if i + 2 + length > n:
+        end = i + 2 + data[i + 1]
+        if end > n:
+            length = data[i + 1]
             raise MalformedPacket(f"option {code} in {where} overruns the packet ({length} bytes announced)")
-        out.append((code, data[i + 2 : i + 2 + length]))
-        i += 2 + length
-    return out, False
+        value = data[i + 2 : end]
+        out.append((code, value))
+        if code in index:
+            index[code] += value
+        else:
+            index[code] = value
+        i = end
 
 
-def _concat(options: Iterable[tuple[int, bytes]], code: int) -> bytes | None:
-    parts = [value for c, value in options if c == code]
-    return b"".join(parts) if parts else None
+def _concat_index(options: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
+    index: dict[int, bytes] = {}
+    for code, value in options:
+        index[code] = index[code] + value if code in index else bytes(value)
+    return index
 
 
 # Length rules checked at decode time: the options whose odd lengths real servers reject (R-xx §1.5).
-def _check_lengths(options: list[tuple[int, bytes]]) -> None:
-    msg = _concat(options, Opt.MESSAGE_TYPE)
+def _check_lengths(index: dict[int, bytes]) -> None:
+    msg = index.get(_MESSAGE_TYPE)
     if msg is None:
         raise MalformedPacket("missing option 53 (message type)")
     if len(msg) != 1:
         raise MalformedPacket(f"option 53 has length {len(msg)}, expected 1")
-    arch = _concat(options, Opt.CLIENT_ARCH)
+    arch = index.get(_CLIENT_ARCH)
     if arch is not None and (not arch or len(arch) % 2):
         raise MalformedPacket(f"option 93 has length {len(arch)}, expected a non-zero multiple of 2")
-    ndi = _concat(options, Opt.CLIENT_NDI)
+    ndi = index.get(_CLIENT_NDI)
     if ndi is not None and len(ndi) != 3:
         raise MalformedPacket(f"option 94 has length {len(ndi)}, expected 3")
-    uuid = _concat(options, Opt.CLIENT_UUID)
+    uuid = index.get(_CLIENT_UUID)
     if uuid is not None and len(uuid) not in (0, 17):
         raise MalformedPacket(f"option 97 has length {len(uuid)}, expected 0 or 17")
 
@@ -147,20 +180,30 @@ class DhcpPacket:
     sname: bytes = b""
     file: bytes = b""
     options: tuple[tuple[int, bytes], ...] = ()
+    # RFC 3396 concatenation per code, built on first `option()` (or by decode): one scan per packet.
+    _index: dict[int, bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Programming errors (a reply we build) are ValueError; decode never gets here with bad values.
-        fields = (
-            ("op", self.op, 8),
-            ("htype", self.htype, 8),
-            ("hops", self.hops, 8),
-            ("xid", self.xid, 32),
-            ("secs", self.secs, 16),
-            ("flags", self.flags, 16),
-        )
-        for name, number, bits in fields:
-            if not 0 <= number < (1 << bits):
-                raise ValueError(f"{name} {number} does not fit in {bits} bits")
+        if not (
+            0 <= self.op < 0x100
+            and 0 <= self.htype < 0x100
+            and 0 <= self.hops < 0x100
+            and 0 <= self.xid < 0x1_0000_0000
+            and 0 <= self.secs < 0x1_0000
+            and 0 <= self.flags < 0x1_0000
+        ):
+            fields = (
+                ("op", self.op, 8),
+                ("htype", self.htype, 8),
+                ("hops", self.hops, 8),
+                ("xid", self.xid, 32),
+                ("secs", self.secs, 16),
+                ("flags", self.flags, 16),
+            )
+            for name, number, bits in fields:
+                if not 0 <= number < (1 << bits):
+                    raise ValueError(f"{name} {number} does not fit in {bits} bits")
         if len(self.chaddr) > 16:
             raise ValueError("chaddr longer than 16 bytes")
         if len(self.sname) > 64 or b"\0" in self.sname:
@@ -178,95 +221,104 @@ class DhcpPacket:
         """Parse a datagram. Raises MalformedPacket (only) with a reason fit for a log line."""
         if len(data) < OPTIONS_OFFSET:
             raise MalformedPacket(f"packet too short ({len(data)} bytes, need at least {OPTIONS_OFFSET})")
-        try:
-            hdr = dpkt.dhcp.DHCP(bytes(data[:OPTIONS_OFFSET]))  # header only: dpkt's option walker is unsafe
-        except _DPKT_ERRORS as exc:
-            raise MalformedPacket(f"bad BOOTP header: {type(exc).__name__}") from None
-        if hdr.magic != MAGIC_COOKIE:
-            raise MalformedPacket(f"bad magic cookie 0x{hdr.magic:08x}")
-        if hdr.hln > 16:
-            raise MalformedPacket(f"hardware address length {hdr.hln} > 16")
-        sname_raw, file_raw = bytes(hdr.sname), bytes(hdr.file)
-        options, _ = _walk_options(bytes(data[OPTIONS_OFFSET:]), "options")
-        sname, file = _nul_strip(sname_raw), _nul_strip(file_raw)
-        overload = _concat(options, Opt.OVERLOAD)
+        if type(data) is not bytes:
+            data = bytes(data)
+        # At least 240 bytes, so the fixed-size unpack cannot fail.
+        (op, htype, hln, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname_raw, file_raw,
+         magic) = _HEADER.unpack_from(data)  # fmt: skip
+        if magic != MAGIC_COOKIE:
+            raise MalformedPacket(f"bad magic cookie 0x{magic:08x}")
+        if hln > 16:
+            raise MalformedPacket(f"hardware address length {hln} > 16")
+        options: list[tuple[int, bytes]] = []
+        index: dict[int, bytes] = {}
+        _walk_options(data, OPTIONS_OFFSET, "options", options, index)
+        sname = sname_raw.split(b"\0", 1)[0]
+        file = file_raw.split(b"\0", 1)[0]
+        overload = index.get(_OVERLOAD)
         if overload is not None:
             # RFC 2131 §4.1, RFC 3396: options go on in `file` (1), `sname` (2) or both (3), in that order.
             if len(overload) != 1 or overload[0] not in (1, 2, 3):
                 raise MalformedPacket(f"bad option 52 (overload) {overload.hex()}")
-            options = [(c, v) for c, v in options if c != Opt.OVERLOAD]
+            options = [(c, v) for c, v in options if c != _OVERLOAD]
+            index = _concat_index(options)
             if overload[0] & 1:
-                options += _walk_options(bytes(file_raw), "file")[0]
+                _walk_options(file_raw, 0, "file", options, index)
                 file = b""
             if overload[0] & 2:
-                options += _walk_options(bytes(sname_raw), "sname")[0]
+                _walk_options(sname_raw, 0, "sname", options, index)
                 sname = b""
-        _check_lengths(options)
-        return cls(
-            op=hdr.op,
-            htype=hdr.hrd,
-            hops=hdr.hops,
-            xid=hdr.xid,
-            secs=hdr.secs,
-            flags=hdr.flags,
-            ciaddr=IPv4Address(hdr.ciaddr),
-            yiaddr=IPv4Address(hdr.yiaddr),
-            siaddr=IPv4Address(hdr.siaddr),
-            giaddr=IPv4Address(hdr.giaddr),
-            chaddr=bytes(hdr.chaddr[: hdr.hln]),
-            sname=sname,
-            file=file,
-            options=tuple(options),
-        )
+        _check_lengths(index)
+        if cls is not DhcpPacket:
+            packet = cls(op, xid, chaddr[:hln], htype, hops, secs, flags, _address(ciaddr), _address(yiaddr),
+                         _address(siaddr), _address(giaddr), sname, file, tuple(options))  # fmt: skip
+            object.__setattr__(packet, "_index", index)
+            return packet
+        # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
+        # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
+        cached = _ADDRESSES.get
+        return _trusted(op, xid, chaddr[:hln], htype, hops, secs, flags,
+                        cached(ciaddr) or _address(ciaddr), cached(yiaddr) or _address(yiaddr),
+                        cached(siaddr) or _address(siaddr), cached(giaddr) or _address(giaddr),
+                        sname, file, tuple(options), index)  # fmt: skip
 
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.
         `sname`/`file` are always NUL-terminated (R-25: some PXE ROMs need it), never overloaded."""
         if len(self.sname) > 63 or len(self.file) > 127:
             raise ValueError("sname/file too long to be NUL-terminated")
-        pkt = dpkt.dhcp.DHCP(
-            op=self.op,
-            hrd=self.htype,
-            hln=len(self.chaddr),
-            hops=self.hops,
-            xid=self.xid,
-            secs=self.secs,
-            flags=self.flags,
-            ciaddr=int(self.ciaddr),
-            yiaddr=int(self.yiaddr),
-            siaddr=int(self.siaddr),
-            giaddr=int(self.giaddr),
-            chaddr=self.chaddr.ljust(16, b"\0"),
-            sname=self.sname.ljust(64, b"\0"),
-            file=self.file.ljust(128, b"\0"),
-            magic=MAGIC_COOKIE,
-            opts=[],
-        )
-        body = bytearray(pkt.pack_hdr())
+        chaddr = self.chaddr
+        # The struct pads chaddr/sname/file with NULs to 16/64/128 bytes, as ljust did.
+        parts = [
+            _HEADER.pack(
+                self.op,
+                self.htype,
+                len(chaddr),
+                self.hops,
+                self.xid,
+                self.secs,
+                self.flags,
+                int(self.ciaddr),
+                int(self.yiaddr),
+                int(self.siaddr),
+                int(self.giaddr),
+                chaddr,
+                self.sname,
+                self.file,
+                MAGIC_COOKIE,
+            )
+        ]
+        append = parts.append
         for code, value in self.options:
-            body += bytes((code, len(value))) + value
-        body.append(Opt.END)
-        if len(body) < min_size:
-            body += bytes(min_size - len(body))
-        return bytes(body)
+            append(_OPTION_HEAD(code, len(value)))
+            append(value)
+        append(_END_BYTE)
+        return b"".join(parts).ljust(min_size, b"\0")
 
     # -- accessors ---------------------------------------------------------------------------------
 
     def option(self, code: int) -> bytes | None:
         """The value of option `code`, repeated instances concatenated (RFC 3396); None if absent."""
-        return _concat(self.options, code)
+        index = self._index
+        if index is None:
+            index = _concat_index(self.options)
+            object.__setattr__(self, "_index", index)
+        return index.get(code)
 
     def has_option(self, code: int) -> bool:
-        return any(c == code for c, _ in self.options)
+        index = self._index
+        if index is None:
+            return any(c == code for c, _ in self.options)
+        return code in index
 
     @property
     def message_type(self) -> int | None:
-        value = self.option(Opt.MESSAGE_TYPE)
+        value = self.option(_MESSAGE_TYPE)
         return value[0] if value and len(value) == 1 else None
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr)
+        return self.chaddr.hex(":")
 
     @property
     def broadcast(self) -> bool:
@@ -299,8 +351,56 @@ class DhcpPacket:
         return "\n".join(lines) + "\n"
 
 
-def _nul_strip(field: bytes) -> bytes:
-    return bytes(field).split(b"\0", 1)[0]
+_SET_OP, _SET_XID, _SET_CHADDR, _SET_HTYPE, _SET_HOPS, _SET_SECS, _SET_FLAGS = (
+    getattr(DhcpPacket, name).__set__ for name in ("op", "xid", "chaddr", "htype", "hops", "secs", "flags")
+)
+_SET_CIADDR, _SET_YIADDR, _SET_SIADDR, _SET_GIADDR, _SET_SNAME, _SET_FILE, _SET_OPTIONS, _SET_INDEX = (
+    getattr(DhcpPacket, name).__set__
+    for name in ("ciaddr", "yiaddr", "siaddr", "giaddr", "sname", "file", "options", "_index")
+)
+
+
+def _trusted(
+    op: int,
+    xid: int,
+    chaddr: bytes,
+    htype: int,
+    hops: int,
+    secs: int,
+    flags: int,
+    ciaddr: IPv4Address,
+    yiaddr: IPv4Address,
+    siaddr: IPv4Address,
+    giaddr: IPv4Address,
+    sname: bytes,
+    file: bytes,
+    options: tuple[tuple[int, bytes], ...],
+    index: dict[int, bytes] | None,
+) -> DhcpPacket:
+    """A DhcpPacket from values the caller has already checked (what `__post_init__` checks), set
+    straight into its slots: the frozen `__init__` plus validation cost more than the rest of decode.
+    For this package's pipeline only (decode, pxe.reply)."""
+    packet: DhcpPacket = object.__new__(DhcpPacket)
+    _SET_OP(packet, op)
+    _SET_XID(packet, xid)
+    _SET_CHADDR(packet, chaddr)
+    _SET_HTYPE(packet, htype)
+    _SET_HOPS(packet, hops)
+    _SET_SECS(packet, secs)
+    _SET_FLAGS(packet, flags)
+    _SET_CIADDR(packet, ciaddr)
+    _SET_YIADDR(packet, yiaddr)
+    _SET_SIADDR(packet, siaddr)
+    _SET_GIADDR(packet, giaddr)
+    _SET_SNAME(packet, sname)
+    _SET_FILE(packet, file)
+    _SET_OPTIONS(packet, options)
+    _SET_INDEX(packet, index)
+    return packet
+
+
+_OPTION_HEAD = struct.Struct("BB").pack
+_END_BYTE = bytes((_END,))
 
 
 def _render_bytes(value: bytes) -> str:

@@ -6,16 +6,18 @@ subnet's architecture table > global architecture table > no answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings
+from proxydhcp.config import IPXE_KEY, HostSettings, Settings, SubnetSettings
 from proxydhcp.dhcp.arch import arch_name, is_uefi
+from proxydhcp.dhcp.packet import ZERO
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo, Ignore
 
 OfferStyle = Literal["bios", "binl", "http"]
-_ZERO = IPv4Address(0)
+_ZERO = ZERO
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class BootDecision:
     rule: str  # which rule chose the file, for logs and `explain`
     arch_key: str
     offer_style: OfferStyle
+    # decide() fills instances through __dict__: a __post_init__ or a default here would be skipped.
 
 
 def client_address(client: ClientInfo, receiver: Receiver) -> IPv4Address:
@@ -47,28 +50,90 @@ def client_address(client: ClientInfo, receiver: Receiver) -> IPv4Address:
     return client.ciaddr if client.ciaddr != _ZERO else client.source_ip
 
 
-def offer_style(client: ClientInfo) -> OfferStyle:
-    # UEFI firmware forks drop PXE10 proxy offers (R-06), so arch ≥ 6 gets the BINL redirect to 4011.
+def offer_style(
+    client: ClientInfo, uefi_mode: Mapping[str, str] | None = None, arch_key: str = ""
+) -> OfferStyle:
+    # UEFI firmware forks drop PXE10 proxy offers (R-06), so arch ≥ 6 gets the BINL redirect to 4011
+    # unless `server.uefi_mode` says "direct" for its architecture (or as the default).
     if client.http:
         return "http"
-    return "binl" if is_uefi(client.arch) else "bios"
+    if not is_uefi(client.arch):
+        return "bios"
+    if uefi_mode:
+        mode = uefi_mode.get(arch_key) or uefi_mode.get("default")
+        if mode == "direct":
+            return "bios"
+    return "binl"
+
+
+class _Tables:
+    """Lookups derived from one Settings object, built on its first use: subnets as integer masks
+    (most specific first, the first listed winning ties, as `Settings.subnet_for`), hosts by MAC
+    (the first entry, as `Settings.host_for`), and the rule labels. Settings are treated as immutable
+    (the server swaps them whole on reload); replacing or resizing the subnet/host lists is noticed."""
+
+    __slots__ = ("host_count", "host_list", "hosts", "subnet_count", "subnet_list", "subnets")
+
+    def __init__(self, settings: Settings) -> None:
+        self.subnet_list, self.subnet_count = settings.subnet, len(settings.subnet)
+        self.host_list, self.host_count = settings.host, len(settings.host)
+        ranked = sorted(settings.subnet, key=lambda entry: -entry.cidr.prefixlen)  # stable: ties keep order
+        self.subnets: tuple[tuple[int, int, SubnetSettings, str], ...] = tuple(
+            (int(e.cidr.network_address), int(e.cidr.netmask), e, f"subnet {e.cidr}") for e in ranked
+        )
+        self.hosts: dict[str, HostSettings] = {}
+        for entry in settings.host:
+            self.hosts.setdefault(entry.mac, entry)
+
+    def fresh(self, settings: Settings) -> bool:
+        return (
+            settings.subnet is self.subnet_list
+            and len(settings.subnet) == self.subnet_count
+            and settings.host is self.host_list
+            and len(settings.host) == self.host_count
+        )
+
+    def subnet_for(self, address: IPv4Address) -> tuple[SubnetSettings, str] | None:
+        value = int(address)
+        for network, mask, subnet, label in self.subnets:
+            if value & mask == network:
+                return subnet, label
+        return None
+
+
+# id(settings) → (settings, tables); holding the settings keeps its id from being reused. Bounded.
+_TABLES: dict[int, tuple[Settings, _Tables]] = {}
+_TABLES_MAX = 16
+
+
+def _tables(settings: Settings) -> _Tables:
+    entry = _TABLES.get(id(settings))
+    if entry is not None and entry[0] is settings and entry[1].fresh(settings):
+        return entry[1]
+    if len(_TABLES) >= _TABLES_MAX:
+        _TABLES.clear()
+    tables = _Tables(settings)
+    _TABLES[id(settings)] = (settings, tables)
+    return tables
 
 
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
+    tables = _tables(settings)
     address = client_address(client, receiver)
-    subnet = settings.subnet_for(address) if address != _ZERO else None
-    if subnet is None:
+    found = tables.subnet_for(address) if address != _ZERO else None
+    if found is None:
         where = (
             str(receiver.local_network)
             if not client.relayed and client.port == DHCP_PORT and receiver.local_network
             else f"of {address}"
         )
         return Ignore(f"subnet {where} not enabled")
+    subnet, subnet_label = found
     arch_key = arch_name(client.arch if client.arch is not None else 0)
-    host = settings.host_for(client.mac)
+    host = tables.hosts.get(client.mac)
     if host is not None and host.ignore:
         return Ignore(f"host {client.mac} ignored")
-    chosen = _choose_file(client, settings, subnet, arch_key)
+    chosen = _choose_file(client, settings, subnet, arch_key, subnet_label)
     if host is not None and host.boot_file:
         chosen = (host.boot_file, f"host {client.mac}")
     if chosen is None:
@@ -76,32 +141,40 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     boot_file, rule = chosen
     if len(boot_file.encode()) > 127:
         return Ignore(f"boot file for {arch_key} is longer than 127 bytes")  # the header `file` field
-    style = offer_style(client)
+    style = offer_style(client, settings.server.uefi_mode, arch_key)
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI (R-50).
         return Ignore(f"boot file for {arch_key} is not a URL")
     server_ip = settings.server.server_ip or receiver.local_ip
     next_server = (host.next_server if host is not None else None) or subnet.next_server or server_ip
-    return BootDecision(
-        boot_file=boot_file,
-        next_server=next_server,
-        server_ip=server_ip,
-        subnet=subnet.cidr,
-        rule=rule,
-        arch_key=arch_key,
-        offer_style=style,
+    # BootDecision(...) by its __dict__, as classify builds ClientInfo: the frozen __init__ costs more.
+    decision: BootDecision = object.__new__(BootDecision)
+    object.__setattr__(
+        decision,
+        "__dict__",
+        {
+            "boot_file": boot_file,
+            "next_server": next_server,
+            "server_ip": server_ip,
+            "subnet": subnet.cidr,
+            "rule": rule,
+            "arch_key": arch_key,
+            "offer_style": style,
+        },
     )
+    return decision
 
 
 def _choose_file(
-    client: ClientInfo, settings: Settings, subnet: SubnetSettings, arch_key: str
+    client: ClientInfo, settings: Settings, subnet: SubnetSettings, arch_key: str, subnet_label: str
 ) -> tuple[str, str] | None:
-    tables = ((f"subnet {subnet.cidr}", subnet.boot), ("global", settings.boot))
     # A client already running iPXE gets the iPXE script, which breaks the chainload loop (R-40);
     # without an `ipxe` key it falls through to the architecture table.
-    keys = (IPXE_KEY, arch_key) if client.is_ipxe else (arch_key,)
-    for key in keys:
-        for label, table in tables:
-            if key in table:
-                return table[key], f"{label} {key}"
+    for key in (IPXE_KEY, arch_key) if client.is_ipxe else (arch_key,):
+        table = subnet.boot
+        if key in table:
+            return table[key], f"{subnet_label} {key}"
+        table = settings.boot
+        if key in table:
+            return table[key], f"global {key}"
     return None

@@ -3,12 +3,15 @@
 Files up to a size limit are read once into a shared LRU cache keyed by (st_dev, st_ino, st_mtime_ns,
 st_size), so 200 clients fetching one initrd cost one disk read (dnsmasq shares one fd per file, R-69);
 concurrent first requests wait on the same load. Bigger files are read per transfer, forward only, in
-large chunks, keeping the bytes from the last acknowledged block on (a window resend needs them).
+large chunks, keeping the bytes from the last acknowledged block on (a window resend needs them), with
+the next chunk read ahead so a transfer does not pause at chunk boundaries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import stat
 from collections import OrderedDict
@@ -124,66 +127,148 @@ class MemorySource:
 
 
 class ChunkedSource:
-    """A big file, read forward in CHUNK pieces; owns its file descriptor."""
+    """A big file, read forward in CHUNK pieces; owns its file descriptor.
+
+    Read-ahead: as soon as the transfer enters a chunk, the next one is read in the background, so
+    crossing a chunk boundary costs one memory copy instead of a pause for the disk. At most one read
+    is in flight (aiofiles keeps one file position), so at most two chunks are held per transfer.
+    """
 
     def __init__(self, fd: int, size: int) -> None:
         self.size = size
         self._fd = fd
+        self._chunk = CHUNK
         self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-        self._buf: Buffer = b""
+        self._pos = 0  # the file position after the last read
+        self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._start = 0
-        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ahead: asyncio.Task[bytearray] | None = None  # reading from self._ahead_at
+        self._ahead_at = 0
+        self._reading = False
         self._closed = False
 
     def view(self, start: int, end: int) -> memoryview | None:
         if start >= self._start and end <= self._start + len(self._buf):
             return self._view[start - self._start : end - self._start]
+        if self._append_ahead(start) and end <= self._start + len(self._buf):
+            return self._view[start - self._start : end - self._start]
         return None
 
     async def fill(self, start: int, end: int) -> None:
-        self._busy = True
-        try:
-            await self._fill(start, end)
-        finally:
-            self._busy = False
-            if self._closed:
-                self.close()
-
-    async def _fill(self, start: int, end: int) -> None:
-        if self._file is None:
-            self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
+        self._loop = asyncio.get_running_loop()
+        if self._ahead is not None:
+            with contextlib.suppress(Exception):  # a failed read-ahead is retried below
+                await asyncio.shield(self._ahead)
+            if self._append_ahead(start) and end <= self._start + len(self._buf):
+                return
+            self._ahead = None
         loaded_end = self._start + len(self._buf)
-        if start < self._start or start > loaded_end:  # not contiguous: start afresh there
-            await self._file.seek(start)
-            keep: memoryview | bytes = b""
-        else:
-            keep = self._view[start - self._start :]
-        want = max(end - start, CHUNK)
-        buf = bytearray(want)
-        buf[: len(keep)] = keep
-        filled = len(keep)
-        target = min(want, self.size - start)
-        while filled < target:
-            n = await self._file.readinto(memoryview(buf)[filled:target])
-            if not n:
-                break
-            filled += n
-        del buf[filled:]
-        self._view.release()
-        self._buf, self._start = buf, start
-        self._view = memoryview(self._buf)
-        if start + filled < end:  # the file shrank under us
-            self.size = start + filled
+        contiguous = self._start <= start <= loaded_end
+        read_from = loaded_end if contiguous else start
+        read_to = min(max(end, start + self._chunk), self.size)
+        data = await self._read_shielded(read_from, max(read_to - read_from, 0))
+        self._extend(start, data, keep_from=start if contiguous else None)
+        if self._start + len(self._buf) < end:  # the file shrank under us
+            self.size = self._start + len(self._buf)
+        self._read_ahead()
 
     def close(self) -> None:
         self._closed = True
         self._view.release()
         # A read may be running in a worker thread on this fd: close it when that read is over.
         # aiofiles was opened with closefd=False, so closing needs no thread hop.
-        if self._fd >= 0 and not self._busy:
+        if not self._reading:
+            self._close_fd()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _extend(self, start: int, data: bytearray, keep_from: int | None) -> None:
+        """Make the buffer [start, ...): the loaded bytes from `keep_from` (a window resend needs
+        them), then `data`; or `data` alone when `keep_from` is None."""
+        if keep_from is None:
+            buf = data
+        else:
+            keep = self._view[keep_from - self._start :]
+            buf = bytearray(len(keep) + len(data))
+            buf[: len(keep)] = keep
+            buf[len(keep) :] = data
+            keep.release()
+        self._view.release()
+        self._buf, self._start = buf, start
+        self._view = memoryview(buf)
+
+    def _append_ahead(self, start: int) -> bool:
+        """Take the read-ahead chunk if it has arrived and continues the buffer; start the next."""
+        ahead = self._ahead
+        loaded_end = self._start + len(self._buf)
+        if ahead is None or not ahead.done() or self._closed:
+            return False
+        if self._ahead_at != loaded_end or not self._start <= start <= loaded_end:
+            return False
+        self._ahead = None
+        if ahead.cancelled() or ahead.exception() is not None:
+            return False  # `fill` reads again and reports the error
+        self._extend(start, ahead.result(), keep_from=start)
+        self._read_ahead()
+        return True
+
+    def _read_ahead(self) -> None:
+        at = self._start + len(self._buf)
+        if self._ahead is not None or self._closed or self._loop is None or at >= self.size:
+            return
+        self._ahead_at = at
+        self._ahead = self._loop.create_task(self._read(at, min(self._chunk, self.size - at)))
+        self._ahead.add_done_callback(_consume_error)
+
+    async def _read_shielded(self, offset: int, length: int) -> bytearray:
+        # Shielded: cancelling the waiter must not orphan a read still running in a thread on our fd.
+        assert self._loop is not None
+        task = self._loop.create_task(self._read(offset, length))
+        task.add_done_callback(_consume_error)
+        return await asyncio.shield(task)
+
+    async def _read(self, offset: int, length: int) -> bytearray:
+        """Bytes [offset, offset + length), fewer at end of file. Callers never overlap two reads."""
+        if self._closed:
+            raise OSError(errno.EBADF, "source closed")
+        self._reading = True
+        try:
+            if self._file is None:
+                self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
+            if self._pos != offset:
+                await self._file.seek(offset)
+                self._pos = offset
+            buf = bytearray(length)
+            filled = 0
+            with memoryview(buf) as whole:
+                while filled < length:
+                    with whole[filled:] as rest:
+                        n = await self._file.readinto(rest)
+                    if not n:
+                        break
+                    filled += n
+            self._pos = offset + filled
+            if filled < length:  # end of file came early: the file shrank
+                self.size = min(self.size, offset + filled)
+                return buf[:filled]
+            return buf
+        finally:
+            self._reading = False
+            if self._closed:
+                self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _consume_error(task: asyncio.Task[bytearray]) -> None:
+    """Mark a read's failure as seen: a dropped read-ahead must not log "exception never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 class FileCache:

@@ -322,7 +322,9 @@ class Topology:
         self.proxy_log = self.workdir / f"proxy-{self.proxy_kind}.log"
         argv = self._proxy_argv()
         (self.workdir / "proxy-cmdline.txt").write_text(" ".join(argv) + "\n")
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        # The tree under test, also when proxydhcp is not pip-installed.
+        path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.proxy = node.spawn(argv, log=self.proxy_log.name, env=env)
         deadline = time.monotonic() + 30
         for port in (4011, 69) if self.colocated else (67, 4011, 69):

@@ -173,7 +173,7 @@ def test_seed_failure_diagnosed(local: Run) -> None:
     out = subprocess.run(
         [*cmd, "--json", str(r.pcaps["br0"])], capture_output=True, text=True, cwd=REPO, timeout=60
     )
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, f"diagnose exited {out.returncode}:\n{out.stderr}\n{out.stdout}"
     clients = {c["mac"]: c for c in json.loads(out.stdout)["clients"]}
     client = clients[NO_PROXY.mac]
     assert client["verdict"] == "failed", out.stdout

@@ -26,7 +26,7 @@ import pytest
 
 from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
 from tests.integration import dhcpclient as dc
-from tests.integration.tftp_fixtures import RunningServer, rrq, start_server, stop_server
+from tests.integration.tftp_fixtures import rrq, start_server, stop_server
 from tests.netlab import Lab, have_root_netns
 
 pytestmark = pytest.mark.timeout(180)
@@ -92,7 +92,10 @@ def fetch_robust(
         last_heard = now
         opcode = struct.unpack("!H", data[:2])[0]
         if opcode == 5:
-            out.error = (struct.unpack("!H", data[2:4])[0], data[4:].split(b"\0")[0].decode("ascii", "replace"))
+            out.error = (
+                struct.unpack("!H", data[2:4])[0],
+                data[4:].split(b"\0")[0].decode("ascii", "replace"),
+            )
             break
         if opcode == 6:
             if expected == 1:
@@ -281,7 +284,7 @@ def test_transfers_complete_under_loss(tmp_path: Path, percent: int, options: di
         pytest.skip("needs root and `ip netns`")
     root = tmp_path / "root"
     root.mkdir()
-    content = os.urandom(400_000)
+    content = os.urandom(int(os.environ.get("LOSS_FILE_BYTES", "120000")))
     (root / "boot.img").write_bytes(content)
     with Lab(prefix="pdf") as lab:
         lab.link("srv", "eth0", "cli", "eth0")
@@ -292,19 +295,17 @@ def test_transfers_complete_under_loss(tmp_path: Path, percent: int, options: di
         running = start_in_netns(lab.ns("srv").name, root, "10.79.0.1", timeout=0.2, give_up=20.0)
         try:
             results = []
-            for _ in range(3):
+            for _ in range(2):
                 sock = dc.udp_socket(lab.ns("cli").name, port=0)
                 try:
                     results.append(fetch_robust(sock, ("10.79.0.1", 69), "boot.img", options, deadline=60))
                 finally:
                     sock.close()
-            counters = lab.ns("cli").run(["nft", "list", "table", "inet", "loss"]).stdout
         finally:
             stop_ns_server(running)
     retrans = sum(s.retransmits for s in running.finished)
     summary = ", ".join(f"{r.result} {r.seconds:.1f}s/{r.resends} client resends" for r in results)
     print(f"\n{percent}% loss {'+'.join(options)}: {summary}; server retransmits {retrans}")
-    del counters
     for r in results:
         assert not r.hung and r.error is None, f"{percent}% loss: {r.result} {r.error}"
         assert r.data == content, f"{percent}% loss: {len(r.data)} bytes, content differs"

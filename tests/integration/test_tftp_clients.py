@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from proxydhcp.tftp.server import TransferStats
 from tests.integration.tftp_fixtures import (
     NETASCII_TEXT,
     ClientError,
@@ -252,6 +253,7 @@ def test_duplicate_ack_does_not_resend(tftp_server: RunningServer) -> None:
 
 
 def test_retransmit_on_timeout(tftp_server: RunningServer) -> None:
+    count = len(tftp_server.finished)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(3)
         sock.sendto(rrq(b"b512", options={"timeout": "1"}), ("127.0.0.1", tftp_server.port))
@@ -261,6 +263,9 @@ def test_retransmit_on_timeout(tftp_server: RunningServer) -> None:
         assert again == first
         assert 0.8 < time.monotonic() - started < 2.0
         sock.sendto(b"\0\5\0\0bye\0", peer)
+    # ERROR before any block was asked: counted as a probe (and waited for, so the next test's
+    # probe count starts from a settled value)
+    assert tftp_server.wait_finished(count + 1)[-1].outcome == "probe"
 
 
 def test_tsize_probe_logged_at_debug(tftp_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -404,3 +409,120 @@ def test_hundred_concurrent_clients(tftp_server: RunningServer) -> None:
     assert len(results) == 100
     for name, data in results:
         assert sha(data) == sha(tftp_server.contents[name]), name
+
+
+def test_tsize_probe_then_read_counts_one_probe_one_completed(tmp_path: Path) -> None:
+    """UEFI's pattern (R-62): RRQ with tsize, ERROR after the OACK, then the real read. The metrics
+    wiring `serve` uses must show two starts, one probe, one completed and no failure."""
+    from proxydhcp.metrics import Metrics
+    from proxydhcp.server import tftp_metrics_hooks
+    from tests.unit.test_metrics import scrape, value
+
+    root = tmp_path / "root"
+    root.mkdir()
+    content = os.urandom(100_000)
+    (root / "ipxe.efi").write_bytes(content)
+    metrics = Metrics()
+    metrics.start_http("127.0.0.1:0")
+    running = start_server(root, {"ipxe.efi": content})
+    on_start, on_transfer = tftp_metrics_hooks(metrics)
+    running.server.on_start = on_start
+
+    def finished(stats: TransferStats) -> None:
+        on_transfer(stats)
+        running.finished.append(stats)
+
+    running.server.on_transfer = finished
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            sock.sendto(rrq(b"ipxe.efi", options={"tsize": "0"}), ("127.0.0.1", running.port))
+            data, peer = sock.recvfrom(2000)
+            assert data == b"\0\6tsize\0" + str(len(content)).encode() + b"\0"
+            sock.sendto(b"\0\5\0\x08\0", peer)
+        assert [s.outcome for s in running.wait_finished(1)] == ["probe"]
+        got = fetch(running.port, "ipxe.efi", {"tsize": "0", "blksize": "1468"})
+        assert got.data == content
+        assert [s.outcome for s in running.wait_finished(2)] == ["probe", "completed"]
+        stats = running.server.stats
+        assert (stats.started, stats.probes, stats.completed, stats.failed) == (2, 1, 1, 0)
+        s = scrape(metrics)
+        assert value(s, "proxydhcp_tftp_transfers_started_total") == 2
+        assert value(s, "proxydhcp_tftp_size_probes_total") == 1
+        assert value(s, "proxydhcp_tftp_transfers_completed_total") == 1
+        assert not [k for k, v in s.items() if k[0] == "proxydhcp_tftp_transfers_failed_total" and v]
+        assert value(s, "proxydhcp_tftp_transfer_duration_seconds_count") == 1  # probes are not timed
+    finally:
+        stop_server(running)
+        metrics.stop_http()
+
+
+def test_error_after_first_block_is_not_a_probe(tftp_server: RunningServer) -> None:
+    count = len(tftp_server.finished)
+    probes = tftp_server.server.stats.probes
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.sendto(rrq(b"random3m", options={"tsize": "0"}), ("127.0.0.1", tftp_server.port))
+        _, peer = sock.recvfrom(2000)
+        sock.sendto(b"\0\4\0\0", peer)  # ACK the OACK: the transfer has begun
+        data, _ = sock.recvfrom(2000)
+        assert data[:4] == b"\0\3\0\1"
+        sock.sendto(b"\0\5\0\0stop\0", peer)
+    assert tftp_server.wait_finished(count + 1)[-1].outcome == "aborted by client"
+    assert tftp_server.server.stats.probes == probes
+
+
+def test_chunked_read_ahead_windowsize_16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache budget too small for the file forces the chunked path; small odd-sized chunks make the
+    transfer cross ~30 chunk boundaries inside windows of 16, each served by the read-ahead."""
+    from proxydhcp.tftp import files
+
+    monkeypatch.setattr(files, "CHUNK", 100_003)
+    root = tmp_path / "root"
+    root.mkdir()
+    big = os.urandom(3 * 1024 * 1024 + 777)
+    (root / "big").write_bytes(big)
+    running = start_server(root, {"big": big}, cache_bytes=64 * 1024)
+    try:
+        got = fetch(running.port, "big", {"blksize": "1468", "windowsize": "16", "tsize": "0"})
+        assert sha(got.data) == sha(big)
+        if shutil.which("atftp"):
+            out = tmp_path / "out"
+            argv = ["atftp", "--option", "blksize 1468", "--option", "windowsize 16",
+                    "-g", "-r", "big", "-l", str(out), "127.0.0.1", str(running.port)]  # fmt: skip
+            result = run(argv)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert sha(out.read_bytes()) == sha(big)
+        assert running.server.cache.loads == 0  # never went through the whole-file cache
+        transfers = 2 if shutil.which("atftp") else 1
+        assert [s.outcome for s in running.wait_finished(transfers)] == ["completed"] * transfers
+    finally:
+        stop_server(running)
+
+
+def test_file_shrinking_mid_transfer_ends_with_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxydhcp.tftp import files
+
+    monkeypatch.setattr(files, "CHUNK", 4096)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big").write_bytes(os.urandom(200_000))
+    running = start_server(root, {}, cache_bytes=1024)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            sock.sendto(rrq(b"big"), ("127.0.0.1", running.port))
+            data, peer = sock.recvfrom(2000)
+            assert data[:4] == b"\0\3\0\1"
+            os.truncate(root / "big", 1000)
+            replies = []
+            for block in range(1, 100):
+                sock.sendto(struct.pack("!HH", 4, block), peer)
+                data, _ = sock.recvfrom(2000)
+                replies.append(data[:2])
+                if data[:2] == b"\0\5":
+                    break
+            assert replies[-1] == b"\0\5"
+        assert running.wait_finished(1)[0].outcome == "error: file changed"
+    finally:
+        stop_server(running)

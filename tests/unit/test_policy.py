@@ -162,3 +162,23 @@ def test_ignore_reasons(
     reason: str,
 ) -> None:
     assert decide(info(**fields), settings(**conf), receiver) == Ignore(reason)
+
+
+
+@pytest.mark.parametrize(
+    ("uefi_mode", "arch", "style"),
+    [
+        ({}, 7, "binl"),
+        ({"efi-x64": "direct"}, 7, "bios"),
+        ({"efi-x64": "direct"}, 9, "bios"),  # 9 is x64 too
+        ({"efi-x64": "direct"}, 11, "binl"),
+        ({"default": "direct"}, 11, "bios"),
+        ({"default": "direct", "efi-arm64": "binl"}, 11, "binl"),
+        ({"default": "direct"}, 0, "bios"),
+    ],
+)
+def test_uefi_mode_per_architecture(
+    info: Callable[..., ClientInfo], uefi_mode: dict[str, str], arch: int, style: str
+) -> None:
+    d = ok(decide(info(arch=arch), settings(server={"uefi_mode": uefi_mode}), LOCAL))
+    assert d.offer_style == style

@@ -182,3 +182,91 @@ def test_netascii_source(tmp_path: Path) -> None:
         return bytes(s.view(0, s.size) or b"")
 
     assert asyncio.run(main()) == b"a\r\nb\r\0c\r\0\r\n"
+
+
+async def _settle(s: files.ChunkedSource) -> None:
+    """Let the read-ahead running in a worker thread finish (bounded)."""
+    for _ in range(500):
+        if s._ahead is None or s._ahead.done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("read-ahead did not finish")
+
+
+def test_chunked_source_reads_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "CHUNK", 1000)
+    data = os.urandom(3500)
+    (tmp_path / "big").write_bytes(data)
+
+    async def main() -> None:
+        s = await files.open_source(str(tmp_path), "big", netascii_mode=False, cache=files.FileCache(100))
+        assert isinstance(s, files.ChunkedSource)
+        await s.fill(0, 600)
+        assert s._ahead is not None  # entering chunk 0 started reading chunk 1
+        await _settle(s)
+        for start in (900, 1950, 2900):  # each crosses into the chunk read ahead: no fill needed
+            view = s.view(start, start + 200)
+            assert view is not None, start
+            assert bytes(view) == data[start : start + 200]
+            view.release()
+            await _settle(s)
+        last = s.view(3400, 3500)
+        assert last is not None and bytes(last) == data[3400:]
+        last.release()
+        assert s._ahead is None  # nothing left to read
+        s.close()
+
+    asyncio.run(main())
+
+
+def test_chunked_source_windows_over_odd_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows walked forward as a transfer does (resends from the last ACK), fill only when view says
+    so, over chunks that are no multiple of the block size; every byte must come back in order."""
+    monkeypatch.setattr(files, "CHUNK", 10_007)
+    data = os.urandom(123_456)
+    (tmp_path / "big").write_bytes(data)
+    blksize, window = 1468, 16
+
+    async def main() -> tuple[bytes, int]:
+        s = await files.open_source(str(tmp_path), "big", netascii_mode=False, cache=files.FileCache(100))
+        out = bytearray()
+        fills = 0
+        acked = 0
+        while acked * blksize <= len(data):
+            base = acked * blksize
+            end = min(base + window * blksize, len(data))
+            view = s.view(base, end)
+            if view is None:
+                fills += 1
+                await s.fill(base, end)
+                view = s.view(base, end)
+            assert view is not None
+            out += view[: min(blksize * 5, end - base)]  # the client ACKs 5 blocks of the window
+            view.release()
+            acked += 5
+            await asyncio.sleep(0)
+            if acked % 40 == 0:
+                await _settle(s)
+        s.close()
+        return bytes(out[: len(data)]), fills
+
+    got, fills = asyncio.run(main())
+    assert got == data
+    assert fills < 123_456 // 10_007  # the read-ahead served most chunk boundaries
+
+
+def test_chunked_source_close_during_read_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "CHUNK", 1 << 20)
+    (tmp_path / "big").write_bytes(os.urandom(3 << 20))
+
+    async def main() -> files.ChunkedSource:
+        s = await files.open_source(str(tmp_path), "big", netascii_mode=False, cache=files.FileCache(100))
+        assert isinstance(s, files.ChunkedSource)
+        await s.fill(0, 1000)
+        s.close()  # the read-ahead may still be in its thread: the fd closes when it is over
+        assert s._ahead is not None
+        await asyncio.gather(s._ahead, return_exceptions=True)
+        return s
+
+    s = asyncio.run(main())
+    assert s._fd == -1

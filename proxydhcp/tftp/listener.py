@@ -1,0 +1,372 @@
+"""The TFTP listener: the port-69 socket, RRQ parsing and refusals, the concurrency caps, and the
+dispatch of each accepted read to its own `endpoint.Transfer` (designed for boot storms, R-69).
+
+A request for a cached file starts its transfer synchronously in the readiness callback (no task, no
+await); others load the file in a task first. IP_PKTINFO tells which local address an RRQ was sent to
+when listening on 0.0.0.0, and the transfer answers from that address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxydhcp.errors import MalformedPacket
+from proxydhcp.tftp import transfer as tx
+from proxydhcp.tftp.endpoint import DRAIN, MAX_DATAGRAM, PROBE, Transfer, TransferStats, transfer_socket
+from proxydhcp.tftp.files import FileCache, MemorySource, Source, file_key, load_source, open_regular, resolve
+from proxydhcp.tftp.options import negotiate
+from proxydhcp.tftp.packet import (
+    BUSY_MESSAGE,
+    Error,
+    ErrorCode,
+    OAck,
+    Opcode,
+    Request,
+    TftpError,
+    decode,
+)
+
+log = logging.getLogger("proxydhcp.tftp")
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_MTU = getattr(socket, "IP_MTU", 14)
+_MTU_CACHE_SIZE = 1024
+
+
+@dataclass
+class TftpConfig:
+    root: Path
+    address: str = "0.0.0.0"
+    port: int = 69
+    max_blksize: int = 1468
+    max_windowsize: int = 16
+    max_transfers: int = 1000
+    max_transfers_per_client: int = 16
+    timeout: float = 1.0
+    give_up: float = 30.0
+    cache_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class ServerStats:
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    probes: int = 0  # OACK then ERROR: UEFI size probes, not failures
+    refused: int = 0  # ERROR sent instead of a transfer
+    bytes: int = 0
+    retransmits: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _pktinfo_local(ancdata: list[tuple[int, int, bytes]], fallback: str) -> str:
+    """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr)."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            _, spec_dst, addr = struct.unpack("i4s4s", data[:12])
+            dst = ipaddress.IPv4Address(addr)
+            # A broadcast or multicast RRQ is answered from the interface's own address.
+            if dst.is_multicast or dst == ipaddress.IPv4Address("255.255.255.255") or addr[3] == 255:
+                return socket.inet_ntoa(spec_dst)
+            return str(dst)
+    return fallback
+
+
+class TftpServer:
+    """Serve files from `config.root`, read-only."""
+
+    def __init__(
+        self,
+        config: TftpConfig,
+        on_transfer: Callable[[TransferStats], None] | None = None,
+        *,
+        on_start: Callable[[tuple[str, int], str], None] | None = None,
+    ) -> None:
+        """`on_start(client, filename)` runs when a transfer begins (after the file opened), and
+        `on_transfer(stats)` once when it ends, whatever the outcome."""
+        self.config = config
+        self.on_transfer = on_transfer
+        self.on_start = on_start
+        self.stats = ServerStats()
+        self.cache = FileCache(config.cache_bytes)
+        self._root = os.path.realpath(config.root)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transfers: set[Transfer] = set()
+        self._reserved = 0
+        self._per_client: dict[str, int] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        self._mtu: dict[tuple[str, str], int | None] = {}
+        self._closing = False
+
+    async def start(self) -> None:
+        """Bind the listening socket (OSError on failure) and start serving."""
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            sock.bind((self.config.address, self.config.port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._on_request)
+        log.info("TFTP serving %s on %s:%d", self._root, self.config.address, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("server not started")
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    @property
+    def active(self) -> int:
+        return self._reserved
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop accepting; let transfers in flight finish for up to `grace` seconds, then abort them."""
+        self._closing = True
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        deadline = time.monotonic() + grace
+        while self._reserved and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._pending):
+            task.cancel()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        for transfer in list(self._transfers):
+            transfer.finish("error: server shutting down")
+
+    # -- port 69 ---------------------------------------------------------------------------------
+
+    def _on_request(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(DRAIN):
+            try:
+                data, ancdata, _flags, client = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(12))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("listener receive error: %s", exc)
+                return
+            local = _pktinfo_local(ancdata, self.config.address)
+            try:
+                self._handle_request(data, client, local)
+            except Exception:  # a bug must not kill the listener
+                log.exception("unexpected error handling a request from %s:%d", *client)
+
+    def _handle_request(self, data: bytes, client: tuple[str, int], local: str) -> None:
+        try:
+            packet = decode(data)
+        except MalformedPacket as exc:
+            log.debug("ignored malformed datagram from %s:%d: %s", client[0], client[1], exc)
+            return
+        if not isinstance(packet, Request):
+            log.debug("ignored %s on the request port from %s:%d", type(packet).__name__, *client)
+            return
+        if packet.opcode is Opcode.WRQ:
+            self._refuse(
+                local, client, packet.filename, TftpError(ErrorCode.ACCESS_VIOLATION), "write request"
+            )
+            return
+        mode = packet.mode.lower()
+        if mode not in ("octet", "netascii"):
+            self._refuse(local, client, packet.filename, TftpError(ErrorCode.ILLEGAL_OPERATION), "mode")
+            return
+        if self._closing:
+            return
+        if (
+            self._reserved >= self.config.max_transfers
+            or self._per_client.get(client[0], 0) >= self.config.max_transfers_per_client
+        ):
+            self._refuse(
+                local, client, packet.filename, TftpError(ErrorCode.NOT_DEFINED, BUSY_MESSAGE), "busy"
+            )
+            return
+        netascii_mode = mode == "netascii"
+        try:
+            fd, st = open_regular(resolve(self._root, packet.filename))
+        except TftpError as exc:
+            self._refuse(local, client, packet.filename, exc, "file")
+            return
+        self._reserve(client[0])
+        cached = None if netascii_mode else self.cache.get(file_key(st))
+        if cached is not None:  # the storm case: no task, no await
+            os.close(fd)
+            self._begin(packet, client, local, MemorySource(cached), netascii_mode)
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._load_then_begin(packet, client, local, fd, st, netascii_mode))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _load_then_begin(
+        self,
+        request: Request,
+        client: tuple[str, int],
+        local: str,
+        fd: int,
+        st: os.stat_result,
+        netascii_mode: bool,
+    ) -> None:
+        try:
+            source = await load_source(fd, st, netascii_mode=netascii_mode, cache=self.cache)
+        except TftpError as exc:
+            self._release(client[0])
+            self._refuse(local, client, request.filename, exc, "file")
+            return
+        except OSError as exc:
+            self._release(client[0])
+            log.warning("cannot read %r for %s:%d: %s", request.filename, client[0], client[1], exc)
+            self._refuse(local, client, request.filename, TftpError(ErrorCode.ACCESS_VIOLATION), "read")
+            return
+        except asyncio.CancelledError:
+            self._release(client[0])
+            raise
+        if self._closing:
+            source.close()
+            self._release(client[0])
+            return
+        self._begin(request, client, local, source, netascii_mode)
+
+    def _begin(
+        self, request: Request, client: tuple[str, int], local: str, source: Source, netascii: bool
+    ) -> None:
+        assert self._loop is not None
+        try:
+            sock = transfer_socket(local)
+        except OSError as exc:
+            source.close()
+            self._release(client[0])
+            log.warning("cannot open a transfer socket on %s: %s", local, exc)
+            return
+        negotiated = negotiate(
+            request.options,
+            netascii=netascii,
+            size=source.size,
+            max_blksize=self.config.max_blksize,
+            max_windowsize=self.config.max_windowsize,
+            mtu=self._path_mtu(local, client[0]),
+        )
+        state = tx.ReadTransfer(
+            source.size,
+            negotiated.blksize,
+            negotiated.windowsize,
+            oack=bool(negotiated.oack),
+            timeout=float(negotiated.timeout) if negotiated.timeout else self.config.timeout,
+            give_up=self.config.give_up,
+            now=self._loop.time(),
+        )
+        oack = OAck(negotiated.oack).encode() if negotiated.oack else None
+        transfer = Transfer(self._finished, self._loop, sock, client, request.filename, source, state, oack)
+        self._transfers.add(transfer)
+        self.stats.started += 1
+        log.debug(
+            "RRQ %r from %s:%d mode=%s options=%s -> %s",
+            request.filename, client[0], client[1], request.mode, request.options, negotiated.oack,
+        )  # fmt: skip
+        if self.on_start is not None:
+            try:
+                self.on_start(client, request.filename)
+            except Exception:
+                log.exception("on_start callback failed")
+        transfer.start()
+
+    def _reserve(self, ip: str) -> None:
+        self._reserved += 1
+        self._per_client[ip] = self._per_client.get(ip, 0) + 1
+
+    def _release(self, ip: str) -> None:
+        self._reserved -= 1
+        left = self._per_client.get(ip, 1) - 1
+        if left > 0:
+            self._per_client[ip] = left
+        else:
+            self._per_client.pop(ip, None)
+
+    def _refuse(self, local: str, client: tuple[str, int], name: str, exc: TftpError, why: str) -> None:
+        """Answer with an ERROR from a fresh TID, as a transfer would (R-60)."""
+        self.stats.refused += 1
+        log.info(
+            "refused %r from %s:%d: %s (%s)", name, client[0], client[1], exc.message, why,
+            extra={"fields": {"client": f"{client[0]}:{client[1]}", "file": name, "error": int(exc.code)}},
+        )  # fmt: skip
+        try:
+            with transfer_socket(local) as sock:
+                sock.sendto(Error(exc.code, exc.message).encode(), client)
+        except OSError as err:
+            log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
+
+    def _path_mtu(self, local: str, client: str) -> int | None:
+        """MTU of the route to the client (IP_MTU on a connected socket), cached per address pair."""
+        key = (local, client)
+        if key in self._mtu:
+            return self._mtu[key]
+        mtu: int | None
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                if local != "0.0.0.0":
+                    probe.bind((local, 0))
+                probe.connect((client, 9))
+                mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        except OSError:
+            mtu = None
+        if len(self._mtu) >= _MTU_CACHE_SIZE:
+            self._mtu.clear()
+        self._mtu[key] = mtu
+        return mtu
+
+    def _finished(self, transfer: Transfer, stats: TransferStats) -> None:
+        self._transfers.discard(transfer)
+        self._release(stats.client[0])
+        s = self.stats
+        s.bytes += stats.bytes
+        s.retransmits += stats.retransmits
+        s.outcomes[stats.outcome] = s.outcomes.get(stats.outcome, 0) + 1
+        fields = {
+            "client": f"{stats.client[0]}:{stats.client[1]}",
+            "file": stats.filename,
+            "bytes": stats.bytes,
+            "blksize": stats.blksize,
+            "windowsize": stats.windowsize,
+            "retransmits": stats.retransmits,
+            "duration": round(stats.duration, 4),
+            "mbps": round(stats.mb_per_s, 2),
+            "outcome": stats.outcome,
+        }
+        if stats.outcome == "completed":
+            s.completed += 1
+            log.info("sent %s to %s:%d", stats.filename, *stats.client, extra={"fields": fields})
+        elif stats.outcome == PROBE:
+            s.probes += 1
+            log.debug("size probe of %s by %s:%d", stats.filename, *stats.client, extra={"fields": fields})
+        else:
+            s.failed += 1
+            log.warning(
+                "transfer of %s to %s:%d failed", stats.filename, *stats.client, extra={"fields": fields}
+            )
+        if self.on_transfer is not None:
+            try:
+                self.on_transfer(stats)
+            except Exception:
+                log.exception("on_transfer callback failed")

@@ -1,0 +1,148 @@
+"""Record the e2e boots' captures that `diagnose` has golden outputs for (tests/fixtures/e2e/).
+
+    python3 -m tests.e2e.record_captures OUTDIR [--keep]
+
+Four real QEMU boots through the harness (root; namespaces only, nothing on the host's links):
+
+  e2e-bios-ok.pcap                 SeaBIOS + iPXE ROM → undionly.kpxe → boot.ipxe → marker
+  e2e-uefi-ok.pcap                 OVMF/EDK2 → proxy offer + 4011 → ipxe.efi → boot.ipxe → marker
+  e2e-no-proxy-fails.pcap          BIOS with proxydhcp stopped: dhcpd gives an address only (the seed)
+  e2e-colocated-4011-silent.pcap   dhcpd says option 60 PXEClient, nothing listens on 4011: EDK2
+                                   retries 4011; stopped once the retries are on the wire
+
+Each capture holds one client and is trimmed to its DHCP (67/68/4011) and TFTP packets (port 69 and
+the transfers that RRQs open), full length: diagnose counts TFTP bytes from the captured payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dpkt
+
+from tests.e2e import wire
+from tests.e2e.harness import Topology, Vm, missing_requirements
+
+BIOS = Vm("bios", "bios", "52:54:00:77:00:01")
+UEFI = Vm("uefi", "uefi", "52:54:00:77:00:02")
+NO_PROXY = Vm("noproxy", "bios", "52:54:00:77:00:09")
+COLO_UEFI = Vm("colo-uefi", "uefi", "52:54:00:79:00:02")
+
+DHCP_PORTS = frozenset({67, 68, 4011})
+TFTP_PORT = 69
+SILENT_4011_WAIT = 12.0  # seconds after the first 4011 request: EDK2 retries 4011 for ~6 s (R-03, R-10)
+
+
+class _Enough(Exception):
+    """Raised from the boot's tick to end it early: the capture already shows the failure."""
+
+
+def trim(src: Path, dst: Path) -> int:
+    """Copy the Ethernet frames of `src` that are DHCP or TFTP (incl. the transfers' ephemeral-port
+    traffic) to `dst`, unchanged; returns how many were kept."""
+    tftp_clients: set[tuple[bytes, int]] = set()  # (ip, port) that sent an RRQ
+    kept = 0
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        reader = dpkt.pcap.Reader(fin)
+        writer = dpkt.pcap.Writer(fout, snaplen=65535, linktype=reader.datalink())
+        for ts, buf in reader:
+            try:
+                eth = dpkt.ethernet.Ethernet(buf)
+            except (dpkt.Error, ValueError):
+                continue
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
+                continue
+            udp = ip.data
+            ends = {(ip.src, udp.sport), (ip.dst, udp.dport)}
+            if udp.dport == TFTP_PORT:
+                tftp_clients.add((ip.src, udp.sport))
+            if {udp.sport, udp.dport} & DHCP_PORTS or udp.dport == TFTP_PORT or ends & tftp_clients:
+                writer.writepkt(buf, ts=ts)
+                kept += 1
+    return kept
+
+
+def _stop_after_4011(topo: Topology, vm: Vm) -> Callable[[], None]:
+    """A boot tick that ends the boot SILENT_4011_WAIT s after the VM's first request to port 4011."""
+
+    def tick() -> None:
+        if topo.batch_dir is None or not (topo.batch_dir / "br0.pcap").exists():
+            return
+        dgs = wire.read(topo.batch_dir / "br0.pcap")
+        asks = [d for d in dgs if d.dhcp and d.dhcp.op == 1 and d.dport == 4011 and d.dhcp.chaddr == vm.mac]
+        if asks and time.time() - asks[0].t >= SILENT_4011_WAIT:
+            raise _Enough
+
+    return tick
+
+
+def _boot_one(
+    topo: Topology, vm: Vm, timeout: float, tick: Callable[[], None] | None = None
+) -> tuple[str, Path]:
+    try:
+        result = topo.boot([vm], timeout=timeout, on_tick=tick)[vm.name]
+        outcome = result.outcome
+    except _Enough:
+        outcome = f"stopped {SILENT_4011_WAIT:.0f} s after the first 4011 request"
+    assert topo.batch_dir is not None
+    return outcome, topo.batch_dir / "br0.pcap"
+
+
+def record(outdir: Path, workdir: Path, log: Callable[[str], None] = print) -> dict[str, tuple[str, Path]]:
+    """Boot the four scenarios; returns capture name → (outcome, trimmed capture)."""
+    raw: dict[str, tuple[str, Path]] = {}
+    with Topology(workdir / "local", log=log) as topo:
+        raw["e2e-bios-ok.pcap"] = _boot_one(topo, BIOS, 120)
+        raw["e2e-uefi-ok.pcap"] = _boot_one(topo, UEFI, 180)
+        topo.stop_proxy()
+        raw["e2e-no-proxy-fails.pcap"] = _boot_one(topo, NO_PROXY, 120)
+    with Topology(workdir / "colo", colocated=True, log=log) as topo:
+        topo.stop_proxy()  # dhcpd still says PXEClient; nothing answers on 4011
+        raw["e2e-colocated-4011-silent.pcap"] = _boot_one(
+            topo, COLO_UEFI, 180, _stop_after_4011(topo, COLO_UEFI)
+        )
+    outdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, tuple[str, Path]] = {}
+    for name, (outcome, pcap) in raw.items():
+        kept = trim(pcap, outdir / name)
+        log(f"{name}: {outcome}; kept {kept} frames, {(outdir / name).stat().st_size} bytes")
+        out[name] = (outcome, outdir / name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (serial logs, raw pcaps)"
+    )
+    args = parser.parse_args(argv)
+    reason = missing_requirements()
+    if reason:
+        print(f"cannot record: {reason}", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="e2e-record-"))
+    try:
+        results = record(args.outdir, workdir)
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    expected_ok = {"e2e-bios-ok.pcap", "e2e-uefi-ok.pcap"}
+    bad = [n for n, (o, _p) in results.items() if (o == "success") != (n in expected_ok)]
+    if bad:
+        print(f"unexpected outcome for {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""How `serve` (proxydhcp/server.py) hands `[tftp]` settings and transfer outcomes to the TFTP package."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from proxydhcp.config import TftpSettings
+from proxydhcp.metrics import TFTP_FAILURES
+from proxydhcp.server import _tftp_outcome, tftp_config
+from proxydhcp.tftp.server import TftpConfig
+
+# Settings the caller handles itself rather than passing on.
+NOT_MAPPED = {"enabled", "root"}
+
+
+def test_every_tftp_setting_reaches_tftp_config(tmp_path: Path) -> None:
+    settings = TftpSettings(
+        address=IPv4Address("10.1.2.3"),
+        port=6969,
+        max_blksize=1024,
+        max_windowsize=4,
+        max_transfers=7,
+        max_transfers_per_client=3,
+        timeout=2.5,
+        give_up=12.0,
+    )
+    config = tftp_config(settings, tmp_path)
+    defaults = TftpConfig(root=tmp_path)
+    config_fields = {f.name for f in dataclasses.fields(TftpConfig)}
+    for name in set(TftpSettings.model_fields) - NOT_MAPPED:
+        assert name in config_fields, f"tftp.{name} has no TftpConfig field"
+        want = getattr(settings, name)
+        got = getattr(config, name)
+        assert got == (str(want) if isinstance(want, IPv4Address) else want), name
+        assert got != getattr(defaults, name), f"tftp.{name}: test value equals the default"
+    assert config.root == tmp_path
+    assert config.cache_bytes == defaults.cache_bytes
+
+
+@pytest.mark.parametrize(
+    ("outcome", "label"),
+    [
+        ("completed", "completed"),
+        ("probe", "probe"),
+        ("aborted by client", "client_error"),
+        ("timed out", "timeout"),
+        ("error: server shutting down", "aborted"),
+    ],
+)
+def test_outcome_labels(outcome: str, label: str) -> None:
+    assert _tftp_outcome(outcome) == label
+    assert label in TFTP_FAILURES | {"completed", "probe"}
