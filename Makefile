@@ -1,11 +1,14 @@
 # proxydhcp — the commands the README and CI use.
-PYTHON ?= python3
+VENV ?= .venv
+# The project's virtual environment once `make install` made it, else the python3 on PATH.
+PYTHON ?= $(if $(wildcard $(VENV)/bin/python3),$(VENV)/bin/python3,python3)
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: install dev test test-fast lint typecheck demo bench bench-smoke fuzz clean
+.PHONY: install test test-fast lint typecheck demo bench bench-smoke fuzz clean
 
-install:            ## install proxydhcp and its test tools into the current Python
-	$(PYTHON) -m pip install -q -e '.[test,fast]'
+install:            ## a virtual environment in .venv with proxydhcp and its test tools (the targets below use it)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python3 -m pip install -q --disable-pip-version-check -e '.[test,fast]'
 
 test:               ## the whole suite: unit, golden, namespace integration and QEMU end-to-end (root)
 	$(PYTEST) -q --timeout=900

@@ -32,13 +32,18 @@ def normalize_mac(text: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
+def _check_boot_file(value: object, what: str) -> str:
+    # The name goes into the 128-byte BOOTP `file` field, NUL-terminated.
+    if not isinstance(value, str) or not value or len(value.encode()) > 127 or "\0" in value:
+        raise ValueError(f"{what} must be a non-empty name of at most 127 bytes without NUL")
+    return value
+
+
 def _normalize_boot_table(table: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in table.items():
         name = IPXE_KEY if key.strip().lower() == IPXE_KEY else canonical_arch_key(key)
-        if not isinstance(value, str) or not value or len(value.encode()) > 127:
-            raise ValueError(f"boot file for {key!r} must be a non-empty name of at most 127 bytes")
-        out[name] = value
+        out[name] = _check_boot_file(value, f"boot file for {key!r}")
     return out
 
 
@@ -119,6 +124,11 @@ class HostSettings(_Section):
     @classmethod
     def _mac(cls, value: str) -> str:
         return normalize_mac(value)
+
+    @field_validator("boot_file")
+    @classmethod
+    def _boot_file(cls, value: str | None) -> str | None:
+        return None if value is None else _check_boot_file(value, "boot_file")
 
     @model_validator(mode="after")
     def _one_action(self) -> HostSettings:

@@ -53,5 +53,8 @@ def offer_destination(
 def pxe_destination(request: DhcpPacket, source_ip: IPv4Address, source_port: int) -> Destination:
     """Destination of a port-4011 ACK: exactly where the request came from (normally client:4011,
     iPXE in co-located mode uses :68). Never broadcast: dnsmasq 2.92's broadcast ACKs broke UEFI (R-12)."""
-    del request  # the source address is the whole answer; kept for a uniform signature
+    if source_ip == ZERO:
+        # Sent from 0.0.0.0 (a firmware that has not configured its lease yet) but naming its
+        # address in ciaddr (classify refuses the case with neither): 0.0.0.0 would be this host.
+        return Destination(request.ciaddr, source_port, False)
     return Destination(source_ip, source_port, False)

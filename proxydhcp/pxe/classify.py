@@ -68,6 +68,10 @@ def classify(pkt: DhcpPacket, *, port: int, source_ip: IPv4Address) -> ClientInf
             return Ignore("not a DISCOVER on port 67")
     elif mtype != _REQUEST and mtype != _INFORM:
         return Ignore("unsupported message type on 4011")
+    elif source_ip == ZERO and pkt.ciaddr == ZERO:
+        # The ACK goes back to the request's source; with neither a source nor a ciaddr there
+        # is nowhere to send it but broadcast, which R-12 forbids.
+        return Ignore("4011 request without a client address")
     vendor = pkt.option(_VENDOR_CLASS) or b""
     http = vendor.startswith(HTTP_VENDOR)
     if not (http or vendor.startswith(PXE_VENDOR)):

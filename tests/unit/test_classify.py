@@ -97,3 +97,14 @@ def test_no_vendor_class_at_all() -> None:
 def test_unknown_listener_is_a_programming_error(make_request: RequestFactory) -> None:
     with pytest.raises(ValueError):
         classify(make_request(), port=68, source_ip=Z)
+
+
+def test_4011_request_from_nowhere_is_ignored(make_request: RequestFactory) -> None:
+    # Source 0.0.0.0 and no ciaddr: the ACK could only be broadcast, which R-12 forbids.
+    result = classify(make_request(mtype=3), port=4011, source_ip=Z)
+    assert result == Ignore("4011 request without a client address")
+
+
+def test_4011_request_from_zero_source_with_ciaddr_is_accepted(make_request: RequestFactory) -> None:
+    result = classify(make_request(mtype=3, ciaddr="10.77.0.60"), port=4011, source_ip=Z)
+    assert isinstance(result, ClientInfo)

@@ -297,3 +297,25 @@ def test_example_check_config_subprocess(example: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "[boot]" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[boot]\nbios = "a\\u0000b"\n',
+            "boot: boot file for 'bios' must be a non-empty name of at most 127 bytes without NUL",
+        ),
+        (
+            '[[host]]\nmac = "52:54:00:00:00:01"\nboot_file = "' + "a" * 128 + '"\n',
+            "host.0.boot_file: boot_file must be",
+        ),
+        (
+            '[[host]]\nmac = "52:54:00:00:00:01"\nboot_file = "a\\u0000"\n',
+            "host.0.boot_file: boot_file must be",
+        ),
+    ],
+)
+def test_boot_file_names_fit_the_bootp_file_field(tmp_path: Path, text: str, expected: str) -> None:
+    message = config_error(write(tmp_path, text))
+    assert expected in message

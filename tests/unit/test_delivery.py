@@ -63,3 +63,9 @@ def test_pxe_destination_is_the_source(source: str, port: int) -> None:
 
 def test_destination_str() -> None:
     assert str(offer_destination(req())) == "255.255.255.255:68 (broadcast)"
+
+
+def test_pxe_destination_from_zero_source_goes_to_ciaddr() -> None:
+    # A REQUEST sent from 0.0.0.0:68 with ciaddr set: answering 0.0.0.0:68 would reach this host.
+    dest = pxe_destination(req(ciaddr="10.77.0.60"), IPv4Address(0), 68)
+    assert dest == Destination(IPv4Address("10.77.0.60"), 68, False)
