@@ -139,8 +139,6 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     if chosen is None:
         return Ignore(f"no boot file for {arch_key}")
     boot_file, rule = chosen
-    if len(boot_file.encode()) > 127:
-        return Ignore(f"boot file for {arch_key} is longer than 127 bytes")  # the header `file` field
     style = offer_style(client, settings.server.uefi_mode, arch_key)
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI.

@@ -2,15 +2,20 @@
 
 The socket is non-blocking and registered with `loop.add_reader`, so an ACK is handled synchronously
 in the readiness callback and the next window is sent in the same wakeup, with no coroutine hop and
-no transport layer. DATA headers are pre-built, payloads are slices of the source's buffer. Each
-transfer has one timer; progress only moves a deadline, and the timer re-arms itself lazily when it
-fires early. The decisions (which blocks, when to resend or give up) are `transfer.ReadTransfer`'s.
+no transport layer. Each wakeup reads one datagram into a shared buffer: readiness is level-triggered,
+so a second queued datagram wakes us again, and a client sends one ACK per window, so trying a second
+read would mostly cost a failed syscall and a BlockingIOError. DATA headers are pre-built, payloads are
+slices of the source's buffer; a window goes out as one UDP GSO send (UDP_SEGMENT: the kernel cuts it
+into datagrams) where the kernel and the route allow it, else block by block. Each transfer has one
+timer; progress only moves a deadline, and the timer re-arms itself lazily when it fires early. The
+decisions (which blocks, when to resend or give up) are `transfer.ReadTransfer`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import time
@@ -25,7 +30,18 @@ from proxydhcp.tftp.packet import Error, ErrorCode, data_headers, decode
 log = logging.getLogger("proxydhcp.tftp")
 
 MAX_DATAGRAM = 65536
-DRAIN = 64  # datagrams read per wakeup at most, so one busy socket cannot starve the loop
+DRAIN = 64  # RRQs the listener reads per wakeup at most, so a flood cannot starve the transfers
+
+# Every transfer reads into this buffer: the loop runs callbacks one at a time, and an ACK is consumed
+# before the callback returns (anything else is copied out first).
+_RBUF = bytearray(MAX_DATAGRAM)
+_HEADERS = data_headers()
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS (Linux 4.18+)
+GSO_MAX_BYTES = 65000  # one send is one IP packet before segmentation: under 64 KiB
+_NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
 
 # TransferStats.outcome values besides "completed", "timed out" and "error: ...":
 ABORTED = "aborted by client"  # the client sent ERROR during the transfer
@@ -65,6 +81,7 @@ class Transfer:
 
     __slots__ = (
         "_filling",
+        "_gso",
         "_loop",
         "_timer",
         "client",
@@ -101,8 +118,11 @@ class Transfer:
         self.done = False
         self._filling = False
         self._timer: asyncio.TimerHandle | None = None
+        self._gso = 0  # blocks per GSO send; 0: block by block
 
     def start(self) -> None:
+        if self.state.windowsize > 1:
+            self._gso = self._enable_gso(self.state.blksize + 4)
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self._send_first()
         self._arm()
@@ -124,6 +144,17 @@ class Transfer:
         except OSError as exc:
             log.debug("send to %s:%d failed: %s", self.client[0], self.client[1], exc)
 
+    def _enable_gso(self, segment: int) -> int:
+        """Blocks per GSO send for `segment`-byte datagrams (0: not worth it, or not supported)."""
+        per_send = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // segment)
+        if per_send < 2:
+            return 0
+        try:  # sends up to `segment` bytes stay single datagrams: OACK, ERROR, a lone block
+            self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
+        except OSError:
+            return 0
+        return per_send
+
     def _send_window(self) -> None:
         state = self.state
         first, last = state.take_window()
@@ -138,20 +169,58 @@ class Transfer:
                 return
             self._fill(base, min((first - 1 + max(state.windowsize, 1)) * blksize, state.size))
             return
-        headers = data_headers()
+        client = self.client
+        try:
+            if first == last:  # lockstep: the common case
+                self.sock.sendto(_HEADERS[first & 0xFFFF] + view, client)
+            elif self._gso:
+                self._send_gso(view, first, last, blksize)
+            else:
+                self._send_blocks(view, first, last, blksize)
+        except OSError as exc:
+            if exc.errno not in _NOT_SENT:  # a full buffer loses the rest: the timer resends
+                log.debug("send to %s:%d failed: %s", client[0], client[1], exc)
+        finally:
+            view.release()
+
+    def _send_blocks(self, view: memoryview, first: int, last: int, blksize: int) -> None:
         sendto = self.sock.sendto
         client = self.client
         offset = 0
-        try:
-            for block in range(first, last + 1):
-                sendto(headers[block & 0xFFFF] + view[offset : offset + blksize], client)
+        for block in range(first, last + 1):
+            sendto(_HEADERS[block & 0xFFFF] + view[offset : offset + blksize], client)
+            offset += blksize
+
+    def _send_gso(self, view: memoryview, first: int, last: int, blksize: int) -> None:
+        """The window as header/payload pairs gathered into GSO sends of `_gso` datagrams each; every
+        datagram but the last is exactly blksize + 4 bytes, the kernel's segment size."""
+        sendmsg = self.sock.sendmsg
+        client = self.client
+        per_send = self._gso
+        block = first
+        while block <= last:
+            end = min(block + per_send - 1, last)
+            iov: list[bytes | memoryview] = []
+            offset = (block - first) * blksize
+            for n in range(block, end + 1):
+                iov.append(_HEADERS[n & 0xFFFF])
+                iov.append(view[offset : offset + blksize])
                 offset += blksize
-        except (BlockingIOError, InterruptedError):
-            pass  # the socket buffer is full: the rest of the window goes on the next timeout
-        except OSError as exc:
-            log.debug("send to %s:%d failed: %s", client[0], client[1], exc)
-        finally:
-            view.release()
+            try:
+                sendmsg(iov, (), 0, client)
+            except OSError as exc:
+                if exc.errno in _NOT_SENT:
+                    raise
+                # No GSO on this route (no checksum offload, segment over the MTU...): plain sends.
+                log.debug("GSO send to %s:%d failed (%s): sending block by block", *client, exc)
+                self._gso = 0
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+                self._send_blocks(view[(block - first) * blksize :], block, last, blksize)
+                return
+            finally:
+                iov.clear()
+            block = end + 1
 
     def _fill(self, start: int, end: int) -> None:
         if self._filling:
@@ -165,39 +234,30 @@ class Transfer:
         if self.done:
             return
         if task.cancelled() or task.exception() is not None:
-            log.warning(
-                "reading %r failed: %s", self.filename, None if task.cancelled() else task.exception()
-            )
+            # The cause goes into the outcome: the listener's one line per transfer reports it.
+            cause = "cancelled" if task.cancelled() else _describe(task.exception())
             self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
-            self.finish("error: read failed")
+            self.finish(f"error: read failed: {cause}")
             return
         self._send_window()
 
     def _on_readable(self) -> None:
-        sock = self.sock
-        state = self.state
-        client = self.client
-        for _ in range(DRAIN):
-            try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if addr != client:
-                self._wrong_tid(addr)
-                continue
-            if len(data) == 4 and data[1] == 4 and data[0] == 0:  # ACK: the hot path, no decode
-                result = state.on_ack((data[2] << 8) | data[3], self._loop.time())
-                if result == tx.PROGRESS:
-                    self._send_window()
-                elif result == tx.COMPLETE:
-                    self.finish("completed")
-                    return
-                continue
-            self._other_packet(data)
-            if self.done:
-                return
+        try:
+            n, addr = self.sock.recvfrom_into(_RBUF)
+        except OSError:  # nothing queued after all, or a socket error: nothing to answer
+            return
+        if addr != self.client:
+            self._wrong_tid(addr)
+            return
+        buf = _RBUF
+        if n == 4 and buf[1] == 4 and buf[0] == 0:  # ACK: the hot path, no decode
+            result = self.state.on_ack((buf[2] << 8) | buf[3], self._loop.time())
+            if result == tx.PROGRESS:
+                self._send_window()
+            elif result == tx.COMPLETE:
+                self.finish("completed")
+            return
+        self._other_packet(bytes(buf[:n]))
 
     def _wrong_tid(self, addr: tuple[str, int]) -> None:
         log.debug("packet for %s:%d's transfer from %s:%d: unknown TID", *self.client, *addr)
@@ -262,3 +322,10 @@ class Transfer:
             outcome=outcome,
         )
         self.on_done(self, stats)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """An OSError's text without its errno number (`Input/output error`), else the exception's."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)

@@ -237,8 +237,10 @@ class TftpServer:
             return
         except OSError as exc:
             self._release(client[0])
+            # An I/O error is no permission problem: code 0 with the fixed text, as on the chunked path
+            # (RFC 1350 "Not defined, see error message"; the cause stays in the log, not on the wire).
             log.warning("cannot read %r for %s:%d: %s", request.filename, client[0], client[1], exc)
-            self._refuse(local, client, request.filename, TftpError(ErrorCode.ACCESS_VIOLATION), "read")
+            self._refuse(local, client, request.filename, TftpError(ErrorCode.NOT_DEFINED), "read")
             return
         except asyncio.CancelledError:
             self._release(client[0])
@@ -363,8 +365,9 @@ class TftpServer:
         else:
             s.failed += 1
             log.warning(
-                "transfer of %s to %s:%d failed", stats.filename, *stats.client, extra={"fields": fields}
-            )
+                "transfer of %s to %s:%d failed: %s",
+                stats.filename, *stats.client, stats.outcome, extra={"fields": fields},
+            )  # fmt: skip
         if self.on_transfer is not None:
             try:
                 self.on_transfer(stats)
