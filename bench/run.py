@@ -537,6 +537,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def is_full_run(args: argparse.Namespace) -> bool:
+    """Whether this run may replace the README's "latest full run": every workload, every peer, not
+    --smoke. A partial run (--only, --servers) still writes its own results file."""
+    if args.smoke or args.servers:
+        return False
+    every = {w.key for w in workloads(False)}
+    return not args.only or every <= set(args.only.split(","))
+
+
 def _term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: processes and namespaces go
 
@@ -587,8 +596,10 @@ def main(argv: list[str] | None = None) -> int:
                        else setup_env.BENCH / "results" / f"{stamp}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md + "\n")
-    if not args.smoke and args.out is None:
+    if is_full_run(args) and args.out is None:
         update_readme(md, out)
+    elif args.out is None and not args.smoke:
+        print("bench: partial run (--only/--servers): README summary left as is", file=sys.stderr)
     print(md)
     print(f"\nbench: written {out}")
     # Correctness, not speed, decides the exit code: every byte and every reply of every run was checked.

@@ -3,17 +3,29 @@
 Modules log through `logging.getLogger("proxydhcp.<subsystem>")` with lazy `%s` arguments and put
 structured fields in `extra={"fields": {...}}`; the JSON formatter emits them as top-level keys, the
 text formatter appends them as `key=value` pairs.
+
+A boot storm logs one line per packet, tens of thousands a second: the handler buffers lines and
+writes them in one write per event-loop iteration (immediately when no loop runs in the thread), and
+`emit_fast` lets the per-packet decision line skip the LogRecord machinery when nothing but that
+handler would see it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii
+from typing import Any, Protocol, TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVEL_NAMES = {
+    n: logging.getLevelName(n) for n in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+}
+FLUSH_BYTES = 64 * 1024  # a buffer this large is written at once, without waiting for the loop
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -21,36 +33,202 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _text_value(value: Any) -> str:
-    text = str(value)
-    return text if text and " " not in text and '"' not in text else json.dumps(text)
+class StructuredFields(Protocol):
+    """What `emit_fast` logs: the fields as a dict (the JSON format) or as the text format's
+    `key=value` pairs, which must equal `text_pairs(fields())` (the record can render them faster)."""
+
+    def fields(self) -> dict[str, Any]: ...
+
+    def text_fields(self) -> str: ...
+
+
+Fields = Mapping[str, Any] | StructuredFields
+
+
+def text_value(value: Any) -> str:
+    """A field value in the text format: bare, or JSON-quoted when empty or holding a space or quote."""
+    text = value if type(value) is str else str(value)
+    # encode_basestring_ascii(text) is exactly json.dumps(text), without the call overhead.
+    return text if text and " " not in text and '"' not in text else encode_basestring_ascii(text)
+
+
+def text_pairs(fields: Mapping[str, Any]) -> str:
+    """The text format's `key=value` pairs of `fields`, None values left out."""
+    return " ".join(f"{key}={text_value(value)}" for key, value in fields.items() if value is not None)
+
+
+_stamp_cache: list[Any] = [-1, ""]  # [whole second, "HH:MM:SS"]: strftime once a second, not per line
+
+
+def _stamp(created: float) -> str:
+    second = int(created)
+    if _stamp_cache[0] != second:
+        _stamp_cache[0], _stamp_cache[1] = second, time.strftime("%H:%M:%S", time.localtime(created))
+    return str(_stamp_cache[1])
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        extra = fields_of(record)
-        if extra:
-            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in extra.items() if v is not None)
+        line = self._head(record.created, record.levelname, record.name, record.getMessage())
+        pairs = text_pairs(fields_of(record))
+        if pairs:
+            line += " " + pairs
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
+    @staticmethod
+    def _head(created: float, levelname: str, name: str, msg: str) -> str:
+        msecs = int((created - int(created)) * 1000)
+        return f"{_stamp(created)}.{msecs:03d} {levelname:<7} {name}: {msg}"
+
+    @classmethod
+    def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
+        """What `format` writes for such a record (no traceback), from its parts."""
+        line = cls._head(created, levelname, name, msg)
+        pairs = text_pairs(source) if isinstance(source, Mapping) else source.text_fields()
+        return f"{line} {pairs}" if pairs else line
+
+
+_json = json.JSONEncoder(default=str, separators=(",", ":"))  # one encoder, not one per json.dumps
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in fields_of(record).items():
-            data.setdefault(key, value)
+        data = self._data(
+            record.created, record.levelname, record.name, record.getMessage(), fields_of(record)
+        )
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, separators=(",", ":"))
+        return _json.encode(data)
+
+    @staticmethod
+    def _data(
+        created: float, levelname: str, name: str, msg: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "ts": round(created, 6),
+            "level": levelname.lower(),
+            "logger": name,
+            "msg": msg,
+        }
+        for key, value in fields.items():
+            data.setdefault(key, value)
+        return data
+
+    @classmethod
+    def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
+        fields = source if isinstance(source, Mapping) else source.fields()
+        return _json.encode(cls._data(created, levelname, name, msg, fields))
+
+
+# A line whose formatting waits for the flush: (fast_line, created, levelname, name, msg, source).
+# Formatting a batch of lines in one tight loop costs about half what it costs interleaved with
+# packet handling (the formatter's code and data stay in cache).
+_Deferred = tuple[Callable[[float, str, str, str, "Fields"], str], float, str, str, str, "StructuredFields"]
+DEFERRED_SIZE = 256  # bytes a deferred line counts for against FLUSH_BYTES, before it is formatted
+
+
+class LineHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that writes its lines in batches: one write per event-loop iteration (the
+    flush is scheduled with call_soon), at once past FLUSH_BYTES, and at once when no loop runs in
+    the calling thread (CLI commands, other threads). `flush()`/`close()` write what is pending;
+    logging.shutdown() calls them at exit."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str | _Deferred] = []
+        self._size = 0
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.add_line(self.format(record))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def add_line(self, line: str | _Deferred) -> None:
+        """Queue one line, or what formats it at flush time (the caller holds the handler lock)."""
+        self._lines.append(line)
+        self._size += len(line) if type(line) is str else DEFERRED_SIZE
+        loop = asyncio._get_running_loop()
+        if loop is None or self._size >= FLUSH_BYTES:
+            self._write()
+        elif self._flush_on is not loop:  # not yet scheduled, or on a loop that has gone since
+            self._flush_on = loop
+            loop.call_soon(self.flush)
+
+    def _write(self) -> None:
+        if self._lines:
+            lines = [line if type(line) is str else _render(line) for line in self._lines]  # type: ignore[arg-type]
+            self._lines.clear()
+            self._size = 0
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._flush_on = None
+            try:
+                self._write()
+            except Exception:  # a closed or broken stderr: drop the lines, never raise into the loop
+                self._lines.clear()
+                self._size = 0
+        finally:
+            self.release()
+
+
+def _render(item: _Deferred) -> str:
+    fast_line, created, levelname, name, msg, source = item
+    try:
+        return fast_line(created, levelname, name, msg, source)
+    except Exception as exc:  # a bug in a record's rendering: keep the message, say what failed
+        return f"{_stamp(created)} {levelname:<7} {name}: {msg} (fields not formatted: {exc!r})"
+
+
+def emit_fast(logger: logging.Logger, level: int, msg: str, source: Fields) -> bool:
+    """Write `msg` + `source` (a dict of fields, or an object that renders them) at `level` as the
+    logging machinery would, without creating a LogRecord, when the only thing that would see it is
+    our own handler on the parent `proxydhcp` logger (no handler or filter elsewhere). Returns False
+    when it did not apply or the line could not be formatted: log normally. The caller has checked
+    `logger.isEnabledFor(level)`."""
+    parent = logger.parent
+    if logger.handlers or logger.filters or not logger.propagate or parent is None or parent.propagate:
+        return False
+    handlers = parent.handlers
+    if len(handlers) != 1 or parent.filters:
+        return False
+    handler = handlers[0]
+    if type(handler) is not LineHandler or handler.filters or level < handler.level:
+        return False
+    formatter = handler.formatter
+    if type(formatter) is not TextFormatter and type(formatter) is not JsonFormatter:
+        return False
+    created, levelname = time.time(), _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+    if isinstance(source, Mapping):  # a caller's dict may change once we return: format it now
+        try:
+            line: str | _Deferred = formatter.fast_line(created, levelname, logger.name, msg, source)
+        except Exception:
+            return False
+    else:
+        line = (formatter.fast_line, created, levelname, logger.name, msg, source)
+    handler.acquire()
+    try:
+        handler.add_line(line)
+    except Exception:
+        pass  # as Handler.handleError with raiseExceptions off: a log line is not worth a crash
+    finally:
+        handler.release()
+    return True
+
+
+def flush_logs() -> None:
+    """Write what the `proxydhcp` handler holds (at shutdown, before the loop goes away)."""
+    for handler in logging.getLogger("proxydhcp").handlers:
+        handler.flush()
 
 
 def setup_logging(fmt: str = "text", level: str = "info") -> None:
@@ -58,8 +236,9 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     logger = logging.getLogger("proxydhcp")
     for handler in list(logger.handlers):
         if getattr(handler, "_proxydhcp", False):
+            handler.flush()
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler._proxydhcp = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

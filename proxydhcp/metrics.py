@@ -44,6 +44,8 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^host .* ignored", "host_ignored"),
         (r"^no boot file", "no_boot_file"),
         (r"^boot file for .* not a URL", "boot_file_not_url"),
+        (r"^boot file for .* longer than", "boot_file_too_long"),
+        (r"^4011 request without a client address", "no_client_address"),
         (r"^packet too short", "too_short"),
         (r"^bad BOOTP header", "bad_header"),
         (r"^bad magic cookie", "bad_magic_cookie"),
@@ -67,6 +69,23 @@ def reason_label(reason: str | None) -> str:
         if pattern.search(reason):
             return label
     return OTHER
+
+
+# reason text → label, for observe_decision: reasons repeat, the regex walk need not. Bounded (a reason
+# can carry a MAC or an address).
+_REASON_LABELS: dict[str, str] = {}
+_REASON_LABELS_MAX = 1024
+
+
+def _cached_reason_label(reason: str | None) -> str:
+    if not reason:
+        return OTHER
+    label = _REASON_LABELS.get(reason)
+    if label is None:
+        if len(_REASON_LABELS) >= _REASON_LABELS_MAX:
+            _REASON_LABELS.clear()
+        label = _REASON_LABELS[reason] = reason_label(reason) or OTHER
+    return label
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -146,6 +165,37 @@ class Metrics:
             "proxydhcp_tftp_active_transfers", "TFTP transfers in progress.", registry=r
         )
         self._server: Any = None
+        # Label children by the record values that chose them: .labels() per packet costs more than
+        # the rest of the observation. Bounded by the label vocabularies (and a cap, for safety).
+        self._packet_children: dict[tuple[Any, ...], Any] = {}
+        self._arch_children: dict[tuple[bool, str], Any] = {}
+
+    def observe(self, rec: DecisionRecord) -> None:
+        """One decision record → the packet counter, and an offer (67) or ACK (4011) by architecture."""
+        outcome = _OUTCOME_LABELS.get(rec.outcome, OTHER)
+        answered = outcome == "answered"
+        reason = "" if answered else _cached_reason_label(rec.reason)
+        key = (rec.port, rec.msg_type, outcome, reason)
+        child = self._packet_children.get(key)
+        if child is None:
+            child = self._packets.labels(
+                port=_bounded(str(rec.port), PORTS),
+                message_type=_message_type_label(rec.msg_type or "none"),
+                outcome=outcome,
+                reason=reason,
+            )
+            if len(self._packet_children) < _CHILDREN_MAX:
+                self._packet_children[key] = child
+        child.inc()
+        if answered:
+            arch_key = (rec.port == 4011, rec.arch or OTHER)
+            child = self._arch_children.get(arch_key)
+            if child is None:
+                family = self._acks if arch_key[0] else self._offers
+                child = family.labels(arch=_arch_label(arch_key[1]))
+                if len(self._arch_children) < _CHILDREN_MAX:
+                    self._arch_children[arch_key] = child
+            child.inc()
 
     def dhcp_packet(self, port: str, message_type: str, outcome: str, reason: str | None = None) -> None:
         """One received DHCP datagram and what became of it ("answered", "ignored" or "malformed")."""
@@ -205,6 +255,8 @@ class Metrics:
             self._server = None
 
 
+_CHILDREN_MAX = 4096
+
 # The process-wide instance `server.py` wires up (`start` + `observe_decision` as an events sink).
 _current: Metrics | None = None
 _OUTCOME_LABELS = {
@@ -233,13 +285,5 @@ def current() -> Metrics | None:
 def observe_decision(rec: DecisionRecord, metrics: Metrics | None = None) -> None:
     """An `events` sink: one decision record → the packet counter, and an offer (67) or ACK (4011)."""
     target = metrics or _current
-    if target is None:
-        return
-    outcome = _OUTCOME_LABELS.get(rec.outcome, OTHER)
-    target.dhcp_packet(str(rec.port), rec.msg_type or "none", outcome, rec.reason)
-    if outcome == "answered":
-        arch = rec.arch or OTHER
-        if rec.port == 4011:
-            target.ack(arch)
-        else:
-            target.offer(arch)
+    if target is not None:
+        target.observe(rec)

@@ -24,6 +24,10 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+# struct in_pktinfo (<linux/in.h>): ifindex, spec_dst (the local address a reply would use), addr (the
+# header's destination). recvmsg gives it per datagram; sendmsg takes one to set the source address.
+PKTINFO = struct.Struct("=i4s4s")
 
 # A boot storm of thousands of DISCOVERs arrives faster than one Python loop drains them; the kernel
 # queue must hold the burst (2,000 datagrams cost ~2-3 MiB of skb truesize on a veth).
@@ -109,9 +113,11 @@ def open_udp(
     address: str = "0.0.0.0",
     rcvbuf: int = DEFAULT_RCVBUF,
     reuse: bool = False,
+    pktinfo: bool = False,
 ) -> socket.socket:
     """A non-blocking UDP socket bound to `address:port`, tied to `device` when given, allowed to
-    broadcast. Raises OSError from bind (see `bind_error_message`)."""
+    broadcast; with `pktinfo`, recvmsg reports each datagram's destination address (IP_PKTINFO).
+    Raises OSError from bind (see `bind_error_message`)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         # No SO_REUSEADDR: sockets tied to different devices never conflict, and without it the
@@ -120,6 +126,8 @@ def open_udp(
         if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if device:
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
         set_rcvbuf(sock, rcvbuf)
@@ -129,6 +137,23 @@ def open_udp(
         sock.close()
         raise
     return sock
+
+
+def pktinfo_source(address: IPv4Address) -> list[tuple[int, int, bytes]]:
+    """Ancillary data for sendmsg that makes a datagram leave from `address` (a local one)."""
+    return [(socket.IPPROTO_IP, IP_PKTINFO, PKTINFO.pack(0, address.packed, bytes(4)))]
+
+
+def unicast_destination(info: bytes) -> IPv4Address | None:
+    """The local address a datagram was sent to, from its IP_PKTINFO data; None when it was not
+    unicast to this host (a broadcast). For a local unicast the kernel sets spec_dst to the header's
+    destination; for a broadcast spec_dst is the address it would pick to answer (fib_compute_spec_dst)."""
+    if len(info) != PKTINFO.size:
+        return None
+    _, spec_dst, addr = PKTINFO.unpack(info)
+    if spec_dst != addr or addr == bytes(4):
+        return None
+    return IPv4Address(addr)
 
 
 def set_rcvbuf(sock: socket.socket, size: int) -> int:

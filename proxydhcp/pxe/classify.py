@@ -52,7 +52,8 @@ class ClientInfo:
 
     @property
     def relayed(self) -> bool:
-        return self.giaddr != ZERO
+        giaddr = self.giaddr  # `is ZERO` first: decode shares ZERO; IPv4Address.__eq__ runs in Python
+        return not (giaddr is ZERO or giaddr == ZERO)
 
 
 def classify(pkt: DhcpPacket, *, port: int, source_ip: IPv4Address) -> ClientInfo | Ignore:
@@ -68,7 +69,7 @@ def classify(pkt: DhcpPacket, *, port: int, source_ip: IPv4Address) -> ClientInf
             return Ignore("not a DISCOVER on port 67")
     elif mtype != _REQUEST and mtype != _INFORM:
         return Ignore("unsupported message type on 4011")
-    elif source_ip == ZERO and pkt.ciaddr == ZERO:
+    elif (source_ip is ZERO or source_ip == ZERO) and (pkt.ciaddr is ZERO or pkt.ciaddr == ZERO):
         # The ACK goes back to the request's source; with neither a source nor a ciaddr there
         # is nowhere to send it but broadcast, which R-12 forbids.
         return Ignore("4011 request without a client address")

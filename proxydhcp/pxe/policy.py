@@ -43,11 +43,13 @@ class BootDecision:
 def client_address(client: ClientInfo, receiver: Receiver) -> IPv4Address:
     """The address that places the client in a subnet: the relay's giaddr; on 67 the receiving
     interface's address (the client has none yet); on 4011 its ciaddr, else the packet source."""
-    if client.relayed:
-        return client.giaddr
+    giaddr = client.giaddr  # `is _ZERO` first: decode shares it; IPv4Address.__eq__ runs in Python
+    if not (giaddr is _ZERO or giaddr == _ZERO):
+        return giaddr
     if client.port == DHCP_PORT:
         return receiver.local_ip
-    return client.ciaddr if client.ciaddr != _ZERO else client.source_ip
+    ciaddr = client.ciaddr
+    return client.source_ip if ciaddr is _ZERO or ciaddr == _ZERO else ciaddr
 
 
 def offer_style(
@@ -120,7 +122,7 @@ def _tables(settings: Settings) -> _Tables:
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
     tables = _tables(settings)
     address = client_address(client, receiver)
-    found = tables.subnet_for(address) if address != _ZERO else None
+    found = None if address is _ZERO or address == _ZERO else tables.subnet_for(address)
     if found is None:
         where = (
             str(receiver.local_network)

@@ -5,10 +5,10 @@ in the readiness callback and the next window is sent in the same wakeup, with n
 no transport layer. Each wakeup reads one datagram into a shared buffer: readiness is level-triggered,
 so a second queued datagram wakes us again, and a client sends one ACK per window, so trying a second
 read would mostly cost a failed syscall and a BlockingIOError. DATA headers are pre-built, payloads are
-slices of the source's buffer; a window goes out as one UDP GSO send (UDP_SEGMENT: the kernel cuts it
-into datagrams) where the kernel and the route allow it, else block by block. Each transfer has one
-timer; progress only moves a deadline, and the timer re-arms itself lazily when it fires early. The
-decisions (which blocks, when to resend or give up) are `transfer.ReadTransfer`'s.
+slices of the source's buffer; a window goes out as one UDP GSO send (a UDP_SEGMENT cmsg: the
+kernel cuts it into datagrams) where the kernel and the route allow it, else block by block. Each
+transfer has one timer; progress only moves a deadline, and the timer re-arms itself lazily when it
+fires early. The decisions (which blocks, when to resend or give up) are `transfer.ReadTransfer`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,21 +27,22 @@ from proxydhcp.errors import MalformedPacket
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.files import Source
 from proxydhcp.tftp.packet import Error, ErrorCode, data_headers, decode
+from proxydhcp.tftp.transfer import COMPLETE, PROGRESS
 
 log = logging.getLogger("proxydhcp.tftp")
 
 MAX_DATAGRAM = 65536
 DRAIN = 64  # RRQs the listener reads per wakeup at most, so a flood cannot starve the transfers
 
-# Every transfer reads into this buffer: the loop runs callbacks one at a time, and an ACK is consumed
-# before the callback returns (anything else is copied out first).
-_RBUF = bytearray(MAX_DATAGRAM)
 _HEADERS = data_headers()
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS (Linux 4.18+)
 GSO_MAX_BYTES = 65000  # one send is one IP packet before segmentation: under 64 KiB
+# Linux: non-blocking from socket(2) on, no fcntl call per transfer.
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_SOCK_TYPE = socket.SOCK_DGRAM | _NONBLOCK | getattr(socket, "SOCK_CLOEXEC", 0)
 _NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
 
 # TransferStats.outcome values besides "completed", "timed out" and "error: ...":
@@ -66,9 +68,10 @@ class TransferStats:
 
 def transfer_socket(local: str) -> socket.socket:
     """A fresh non-blocking socket on `local`, port chosen by the kernel: a new TID (RFC 1350)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_INET, _SOCK_TYPE)
     try:
-        sock.setblocking(False)
+        if not _NONBLOCK:
+            sock.setblocking(False)
         sock.bind((local, 0))
     except OSError:
         sock.close()
@@ -82,7 +85,12 @@ class Transfer:
     __slots__ = (
         "_filling",
         "_gso",
+        "_gso_cmsg",
         "_loop",
+        "_now",
+        "_rbuf",
+        "_recv_into",
+        "_sendto",
         "_timer",
         "client",
         "done",
@@ -105,7 +113,10 @@ class Transfer:
         source: Source,
         state: tx.ReadTransfer,
         oack: bytes | None,
+        rbuf: bytearray | None = None,
     ) -> None:
+        """`rbuf` (MAX_DATAGRAM bytes) may be shared by the transfers of one event loop: it runs one
+        callback at a time, and a datagram is consumed or copied out before the callback returns."""
         self.on_done = on_done
         self._loop = loop
         self.sock = sock
@@ -119,6 +130,12 @@ class Transfer:
         self._filling = False
         self._timer: asyncio.TimerHandle | None = None
         self._gso = 0  # blocks per GSO send; 0: block by block
+        self._gso_cmsg: list[tuple[int, int, bytes]] = []
+        self._rbuf = rbuf if rbuf is not None else bytearray(MAX_DATAGRAM)
+        # Bound once: the lockstep path runs these once per block.
+        self._recv_into = sock.recvfrom_into
+        self._sendto = sock.sendto
+        self._now = loop.time
 
     def start(self) -> None:
         if self.state.windowsize > 1:
@@ -145,14 +162,13 @@ class Transfer:
             log.debug("send to %s:%d failed: %s", self.client[0], self.client[1], exc)
 
     def _enable_gso(self, segment: int) -> int:
-        """Blocks per GSO send for `segment`-byte datagrams (0: not worth it, or not supported)."""
+        """Blocks per GSO send for `segment`-byte datagrams (0: not worth it). The segment size goes
+        with each window send, not on the socket: an OACK or ERROR longer than a tiny block must
+        not be cut up."""
         per_send = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // segment)
         if per_send < 2:
             return 0
-        try:  # sends up to `segment` bytes stay single datagrams: OACK, ERROR, a lone block
-            self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
-        except OSError:
-            return 0
+        self._gso_cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
         return per_send
 
     def _send_window(self) -> None:
@@ -172,7 +188,7 @@ class Transfer:
         client = self.client
         try:
             if first == last:  # lockstep: the common case
-                self.sock.sendto(_HEADERS[first & 0xFFFF] + view, client)
+                self._sendto(_HEADERS[first & 0xFFFF] + view, client)
             elif self._gso:
                 self._send_gso(view, first, last, blksize)
             else:
@@ -197,6 +213,7 @@ class Transfer:
         sendmsg = self.sock.sendmsg
         client = self.client
         per_send = self._gso
+        cmsg = self._gso_cmsg
         block = first
         while block <= last:
             end = min(block + per_send - 1, last)
@@ -207,15 +224,13 @@ class Transfer:
                 iov.append(view[offset : offset + blksize])
                 offset += blksize
             try:
-                sendmsg(iov, (), 0, client)
+                sendmsg(iov, cmsg, 0, client)
             except OSError as exc:
                 if exc.errno in _NOT_SENT:
                     raise
-                # No GSO on this route (no checksum offload, segment over the MTU...): plain sends.
+                # No GSO here (old kernel, no checksum offload, segment over the MTU...): plain sends.
                 log.debug("GSO send to %s:%d failed (%s): sending block by block", *client, exc)
                 self._gso = 0
-                with contextlib.suppress(OSError):
-                    self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
                 self._send_blocks(view[(block - first) * blksize :], block, last, blksize)
                 return
             finally:
@@ -242,19 +257,19 @@ class Transfer:
         self._send_window()
 
     def _on_readable(self) -> None:
+        buf = self._rbuf
         try:
-            n, addr = self.sock.recvfrom_into(_RBUF)
+            n, addr = self._recv_into(buf)
         except OSError:  # nothing queued after all, or a socket error: nothing to answer
             return
         if addr != self.client:
             self._wrong_tid(addr)
             return
-        buf = _RBUF
         if n == 4 and buf[1] == 4 and buf[0] == 0:  # ACK: the hot path, no decode
-            result = self.state.on_ack((buf[2] << 8) | buf[3], self._loop.time())
-            if result == tx.PROGRESS:
+            result = self.state.on_ack((buf[2] << 8) | buf[3], self._now())
+            if result == PROGRESS:
                 self._send_window()
-            elif result == tx.COMPLETE:
+            elif result == COMPLETE:
                 self.finish("completed")
             return
         self._other_packet(bytes(buf[:n]))

@@ -42,9 +42,29 @@ def resolve(root: str, name: str) -> str:
     relative = name.replace("\\", "/").lstrip("/")
     if not relative:
         raise TftpError(ErrorCode.FILE_NOT_FOUND)
-    path = os.path.realpath(os.path.join(root, relative))
+    path = _plain_path(root, relative)
+    if path is None:
+        path = os.path.realpath(os.path.join(root, relative))
     if root != "/" and not path.startswith(root + "/"):
         raise TftpError(ErrorCode.ACCESS_VIOLATION)
+    return path
+
+
+def _plain_path(root: str, relative: str) -> str | None:
+    """`root/relative` when every component of `relative` exists and none is a symlink, `.` or `..`:
+    then it is what realpath returns, found with one lstat per component of the name instead of
+    realpath's walk over the whole path in Python (a quarter of a small-file request's cost). None:
+    let realpath decide."""
+    path = root.rstrip("/")
+    for part in relative.split("/"):
+        if part in ("", ".", ".."):
+            return None
+        path = f"{path}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return None
+        except OSError:
+            return None
     return path
 
 

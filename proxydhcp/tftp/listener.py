@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.log import emit_fast
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.endpoint import DRAIN, MAX_DATAGRAM, PROBE, Transfer, TransferStats, transfer_socket
 from proxydhcp.tftp.files import FileCache, MemorySource, Source, file_key, load_source, open_regular, resolve
@@ -55,6 +54,10 @@ class TftpConfig:
     timeout: float = 1.0
     give_up: float = 30.0
     cache_bytes: int = 64 * 1024 * 1024
+    # >1: the listening socket joins an SO_REUSEPORT group, one per worker process (the caller forks,
+    # see server.run_standalone); the kernel spreads clients over the workers by address and port.
+    # Caps, stats and the file cache are then per worker.
+    workers: int = 1
 
 
 @dataclass
@@ -73,13 +76,25 @@ def _pktinfo_local(ancdata: list[tuple[int, int, bytes]], fallback: str) -> str:
     """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr)."""
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            _, spec_dst, addr = struct.unpack("i4s4s", data[:12])
-            dst = ipaddress.IPv4Address(addr)
+            addr = data[8:12]
             # A broadcast or multicast RRQ is answered from the interface's own address.
-            if dst.is_multicast or dst == ipaddress.IPv4Address("255.255.255.255") or addr[3] == 255:
-                return socket.inet_ntoa(spec_dst)
-            return str(dst)
+            if 224 <= addr[0] <= 239 or addr[3] == 255:  # 255.255.255.255 included
+                return _dotted(data[4:8])
+            return _dotted(addr)
     return fallback
+
+
+_DOTTED: dict[bytes, str] = {}
+
+
+def _dotted(packed: bytes) -> str:
+    """inet_ntoa, memoised: a server sees few local addresses."""
+    text = _DOTTED.get(packed)
+    if text is None:
+        if len(_DOTTED) >= _MTU_CACHE_SIZE:
+            _DOTTED.clear()
+        text = _DOTTED[packed] = socket.inet_ntoa(packed)
+    return text
 
 
 class TftpServer:
@@ -107,6 +122,7 @@ class TftpServer:
         self._per_client: dict[str, int] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._mtu: dict[tuple[str, str], int | None] = {}
+        self._rbuf = bytearray(MAX_DATAGRAM)  # shared by this server's transfers (one loop)
         self._closing = False
 
     async def start(self) -> None:
@@ -115,6 +131,8 @@ class TftpServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.config.workers > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -280,7 +298,9 @@ class TftpServer:
             now=self._loop.time(),
         )
         oack = OAck(negotiated.oack).encode() if negotiated.oack else None
-        transfer = Transfer(self._finished, self._loop, sock, client, request.filename, source, state, oack)
+        transfer = Transfer(
+            self._finished, self._loop, sock, client, request.filename, source, state, oack, self._rbuf
+        )
         self._transfers.add(transfer)
         self.stats.started += 1
         log.debug(
@@ -358,7 +378,10 @@ class TftpServer:
         }
         if stats.outcome == "completed":
             s.completed += 1
-            log.info("sent %s to %s:%d", stats.filename, *stats.client, extra={"fields": fields})
+            if log.isEnabledFor(logging.INFO):  # the storm's common line: no LogRecord when possible
+                msg = f"sent {stats.filename} to {stats.client[0]}:{stats.client[1]}"
+                if not emit_fast(log, logging.INFO, msg, fields):
+                    log.info("sent %s to %s:%d", stats.filename, *stats.client, extra={"fields": fields})
         elif stats.outcome == PROBE:
             s.probes += 1
             log.debug("size probe of %s by %s:%d", stats.filename, *stats.client, extra={"fields": fields})

@@ -164,10 +164,6 @@ def test_json_log_one_object_per_decided_packet(setup: Callable[..., tuple[Proxy
     assert "Traceback" not in proxy.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: a record ignored by policy (the client's subnet is known) has no `subnet` field",
-)
 def test_json_log_ignored_by_policy_names_the_subnet(setup: Callable[..., tuple[Proxy, Clients]]) -> None:
     proxy, c = setup("--log-format", "json")
     silent(c.bcast, dc.discover(MAC_IGNORED, 0x7201, arch=0), BCAST, 0x7201)

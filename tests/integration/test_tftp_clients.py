@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -524,5 +525,106 @@ def test_file_shrinking_mid_transfer_ends_with_error(tmp_path: Path, monkeypatch
                     break
             assert replies[-1] == b"\0\5"
         assert running.wait_finished(1)[0].outcome == "error: file changed"
+    finally:
+        stop_server(running)
+
+
+def _udp_sockets_on(port: int) -> int:
+    """How many IPv4 UDP sockets are bound to `port` (/proc/net/udp, local address column)."""
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if int(line.split()[1].split(":")[1], 16) == port)
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    """`run_standalone(workers=2)`: two processes in one SO_REUSEPORT group; clients from many source
+    ports (hashed over both) all get intact files; SIGTERM to the parent stops both."""
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(200_000)
+    (root / "f").write_bytes(data)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import sys; from pathlib import Path; from proxydhcp.tftp.server import run_standalone; "
+        f"sys.exit(run_standalone(Path({str(root)!r}), '127.0.0.1', {port}, 1468, 16, workers=2))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 15
+        while _udp_sockets_on(port) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert _udp_sockets_on(port) == 2, "two workers did not both bind the port"
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        for i in range(24):  # a fresh source port each: the kernel spreads them over both workers
+            got = fetch(port, "f", {"blksize": "1468", "windowsize": str(1 + i % 4)})
+            assert got.data == data
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        assert not Path(f"/proc/{children[0]}").exists(), "the worker outlived the parent (or was not reaped)"
+        assert _udp_sockets_on(port) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    from proxydhcp.tftp.server import run_standalone
+
+    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=2) == 2
+    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=0) == 2
+
+
+def test_window_datagrams_are_separate_on_the_wire(tftp_server: RunningServer) -> None:
+    """A window may leave as one GSO send: the client must still get one datagram per block, each
+    blksize + 4 bytes but the last (checked by reading raw datagrams, not through `fetch`)."""
+    data = tftp_server.contents["random3m"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(
+            rrq(b"random3m", options={"blksize": "1468", "windowsize": "16"}), ("127.0.0.1", tftp_server.port)
+        )
+        oack, peer = sock.recvfrom(70000)
+        assert oack[:2] == b"\0\6"
+        sock.sendto(b"\0\4\0\0", peer)
+        got = bytearray()
+        for block in range(1, 16 * 4 + 1):  # four windows
+            datagram, _ = sock.recvfrom(70000)
+            assert struct.unpack("!HH", datagram[:4]) == (3, block)
+            assert len(datagram) == 1472
+            got += datagram[4:]
+            if block % 16 == 0:
+                sock.sendto(struct.pack("!HH", 4, block), peer)
+        assert bytes(got) == data[: len(got)]
+        sock.sendto(b"\0\5\0\0done\0", peer)
+
+
+def test_gso_refused_by_the_kernel_falls_back_to_single_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More segments per send than the kernel takes (UDP_MAX_SEGMENTS is 64 or 128) makes the GSO send
+    fail with EINVAL: the transfer goes on block by block, intact, with no resend wait. (The OACK,
+    longer than an 8-byte block's datagram, must not be cut into segments either.)"""
+    from proxydhcp.tftp import endpoint
+
+    monkeypatch.setattr(endpoint, "GSO_MAX_SEGMENTS", 1000)
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(8 * 200 * 15 + 5)  # blksize 8: 12-byte datagrams, 200 per window (fits a rcvbuf)
+    (root / "f").write_bytes(data)
+    running = start_server(root, {"f": data}, max_windowsize=200)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="proxydhcp.tftp"):
+            started = time.monotonic()
+            got = fetch(running.port, "f", {"blksize": "8", "windowsize": "200"})
+            took = time.monotonic() - started
+        assert got.data == data
+        assert got.oack["windowsize"] == "200"
+        assert any("GSO send" in r.getMessage() for r in caplog.records), "GSO was not refused: no fallback"
+        stats = running.wait_finished(1)
+        assert stats[-1].outcome == "completed" and stats[-1].retransmits == 0, stats
+        assert took < 1.0
     finally:
         stop_server(running)

@@ -9,7 +9,7 @@ import pytest
 
 from proxydhcp import events
 from proxydhcp.events import Counters, DecisionRecord, Outcome, Stage, reason_key
-from proxydhcp.log import JsonFormatter
+from proxydhcp.log import JsonFormatter, text_pairs
 
 
 def _rec(outcome: Outcome, stage: Stage, reason: str | None = None, **kw: object) -> DecisionRecord:
@@ -65,3 +65,19 @@ def test_record_logs_counts_and_feeds_sinks(caplog: pytest.LogCaptureFixture) ->
     messages = [r.getMessage() for r in caplog.records if r.name == "proxydhcp.dhcp"]
     assert "malformed packet: bad magic cookie 0x00000000" in messages
     assert any("sink" in m and "failed" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        _rec(Outcome.ANSWER, Stage.SEND, mac="52:54:00:00:00:01", xid=0, msg_type="DISCOVER", arch="bios",
+             subnet="10.0.0.0/24", boot_file="undionly.kpxe", server="10.0.0.1",
+             destination="255.255.255.255:68 (broadcast)", rule="global bios", delay_ms=300),
+        _rec(Outcome.IGNORE, Stage.POLICY, 'host "x" ignored', mac="", xid=0xFFFFFFFF, arch="efi-x64"),
+        _rec(Outcome.MALFORMED, Stage.DECODE, "packet too short (3 bytes, need at least 240)"),
+        _rec(Outcome.ERROR, Stage.POLICY, "internal error: KeyError: 'é'"),
+    ],
+)  # fmt: skip
+def test_text_fields_equal_the_generic_rendering(rec: DecisionRecord) -> None:
+    assert rec.text_fields() == text_pairs(rec.fields())
+    assert list(rec.fields())[:5] == ["outcome", "stage", "port", "iface", "source"]  # declaration order

@@ -132,6 +132,8 @@ def test_own_registry_not_global() -> None:
         ("subnet of 192.0.2.7 not enabled", "subnet_not_enabled"),
         ("no boot file for efi-arm64", "no_boot_file"),
         ("boot file for efi-x64-http is not a URL", "boot_file_not_url"),
+        ("boot file for bios is longer than 127 bytes", "boot_file_too_long"),
+        ("4011 request without a client address", "no_client_address"),
         ("packet too short (12 bytes, need at least 240)", "too_short"),
         ("option 12 in options overruns the packet (200 bytes announced)", "option_overrun"),
         ("missing option 53 (message type)", "no_message_type"),
@@ -221,3 +223,25 @@ def test_module_start_is_process_wide(monkeypatch: pytest.MonkeyPatch) -> None:
         assert value(s, "proxydhcp_dhcp_packets_total", **labels) == 1
     finally:
         first.stop_http()
+
+
+def test_repeated_records_keep_counting(metrics: Metrics) -> None:
+    """observe_decision caches label children: the second and later records must still count, each
+    under its own labels."""
+    base = {"iface": "eth0", "source": "0.0.0.0:68", "mac": "52:54:00:12:34:56", "xid": 1}
+    answer = DecisionRecord(Outcome.ANSWER, Stage.SEND, port=67, msg_type="DISCOVER", arch="bios", **base)
+    for _ in range(3):
+        observe_decision(answer, metrics)
+    for mac in ("52:54:00:00:00:01", "52:54:00:00:00:02"):  # reasons that differ only by a MAC
+        reason = f"host {mac} ignored"
+        observe_decision(
+            DecisionRecord(Outcome.IGNORE, Stage.POLICY, port=67, msg_type="DISCOVER", reason=reason, **base),
+            metrics,
+        )
+    s = scrape(metrics)
+    packets = "proxydhcp_dhcp_packets_total"
+    assert value(s, packets, port="67", message_type="DISCOVER", outcome="answered", reason="") == 3
+    ignored = {"port": "67", "message_type": "DISCOVER", "outcome": "ignored", "reason": "host_ignored"}
+    assert value(s, packets, **ignored) == 2
+    assert value(s, "proxydhcp_offers_total", arch="bios") == 3
+    assert value(s, "proxydhcp_pxe_acks_total", arch="bios") == 0

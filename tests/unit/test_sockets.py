@@ -77,3 +77,41 @@ def test_open_udp_binds_and_a_second_bind_conflicts() -> None:
         assert info.value.errno == errno.EADDRINUSE
     finally:
         first.close()
+
+
+def test_pktinfo_names_the_local_address_a_datagram_was_sent_to() -> None:
+    # Every 127/8 address is local on lo: 127.0.0.2 plays a secondary address.
+    server = sockets.open_udp(0, None, pktinfo=True)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        server.setblocking(True)
+        server.settimeout(5)
+        for dst in ("127.0.0.1", "127.0.0.2"):
+            client.sendto(b"x", (dst, port))
+            _, anc, _, _ = server.recvmsg(100, socket.CMSG_SPACE(sockets.PKTINFO.size))
+            assert [(level, kind) for level, kind, _ in anc] == [(socket.IPPROTO_IP, sockets.IP_PKTINFO)]
+            assert sockets.unicast_destination(anc[0][2]) == IPv4Address(dst)
+            # ... and sendmsg with pktinfo_source answers from that address.
+            server.sendmsg((b"y",), sockets.pktinfo_source(IPv4Address(dst)), 0, client.getsockname())
+            client.settimeout(5)
+            assert client.recvfrom(10) == (b"y", (dst, port))
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("spec_dst", "addr", "expected"),
+    [
+        ("10.77.0.5", "10.77.0.5", "10.77.0.5"),  # unicast to a local address: spec_dst = the destination
+        ("10.77.0.2", "255.255.255.255", None),  # broadcast: spec_dst is the kernel's pick to answer from
+        ("10.77.0.2", "10.77.0.255", None),  # subnet-directed broadcast
+        ("0.0.0.0", "0.0.0.0", None),
+    ],
+)
+def test_unicast_destination(spec_dst: str, addr: str, expected: str | None) -> None:
+    info = sockets.PKTINFO.pack(3, IPv4Address(spec_dst).packed, IPv4Address(addr).packed)
+    assert sockets.unicast_destination(info) == (IPv4Address(expected) if expected else None)
+    assert sockets.unicast_destination(info[:8]) is None  # truncated: not trusted

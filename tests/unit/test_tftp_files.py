@@ -56,6 +56,22 @@ def test_resolve_refused(tree: tuple[str, Path], name: str, code: ErrorCode) -> 
     assert info.value.code == code
 
 
+def test_symlinked_directories(tree: tuple[str, Path]) -> None:
+    """A directory symlink on the way is followed like any symlink: inside the root it is fine, out
+    of it refused (the plain-path shortcut must hand these to realpath)."""
+    root, tmp = tree
+    (tmp / "outside").mkdir()
+    (tmp / "outside" / "f").write_bytes(b"f")
+    Path(root, "outdir").symlink_to(tmp / "outside")
+    Path(root, "subln").symlink_to(Path(root, "sub"))
+    assert files.resolve(root, "subln/boot.efi") == os.path.join(root, "sub", "boot.efi")
+    assert files.resolve(root, "sub/boot.efi") == os.path.join(root, "sub", "boot.efi")
+    with pytest.raises(TftpError) as info:
+        files.resolve(root, "outdir/f")
+    assert info.value.code == ErrorCode.ACCESS_VIOLATION
+    assert files.resolve(root, "sub//./boot.efi") == os.path.join(root, "sub", "boot.efi")
+
+
 def test_absolute_path_stays_in_root(tree: tuple[str, Path]) -> None:
     root, _ = tree
     # /etc/passwd means root/etc/passwd, which does not exist
