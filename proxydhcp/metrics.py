@@ -44,7 +44,6 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^host .* ignored", "host_ignored"),
         (r"^no boot file", "no_boot_file"),
         (r"^boot file for .* not a URL", "boot_file_not_url"),
-        (r"^boot file for .* longer than", "boot_file_too_long"),
         (r"^4011 request without a client address", "no_client_address"),
         (r"^packet too short", "too_short"),
         (r"^bad BOOTP header", "bad_header"),

@@ -2,7 +2,9 @@
 
 One socket per (interface, port), bound to 0.0.0.0 with SO_BINDTODEVICE: it receives the broadcasts
 and the unicasts that arrive on that interface, and whatever it sends leaves by that interface, so a
-reply goes out where its request came in and its source address is that interface's (DESIGN.md §2).
+reply goes out where its request came in (DESIGN.md §2). With IP_PKTINFO the server learns which of
+the host's addresses a unicast request was sent to and answers from that one (`unicast_destination`,
+`pktinfo_source`); broadcasts are answered from the interface's primary address.
 Linux only (SO_BINDTODEVICE, SIOCGIFADDR); stdlib only.
 """
 
