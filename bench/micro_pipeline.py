@@ -182,7 +182,7 @@ def run(rounds: int, loops: int, profile: bool) -> None:
                 process_datagram(f[0], source, port=f[1], iface="bench0", receiver=receiver, settings=config)
 
         us = _time(server_path, loops, n, rounds)
-        print(f"  {'process_datagram':<12} {us:7.2f} µs/packet  (server.py: pipeline + decision record)")
+        print(f"  {'process_datagram':<12} {us:7.2f} µs/packet  (pipeline.py: pipeline + decision record)")
     if profile:
         prof = cProfile.Profile()
         prof.runcall(lambda: _time(whole, loops, n, 1))
