@@ -223,6 +223,9 @@ def tftp(
     port: Annotated[int, typer.Option("--port", help="UDP port.")] = 69,
     max_blksize: Annotated[int, typer.Option("--max-blksize", help="Largest blksize granted.")] = 1468,
     max_windowsize: Annotated[int, typer.Option("--max-windowsize", help="Largest windowsize granted.")] = 16,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Server processes sharing the port (SO_REUSEPORT), 1-64.")
+    ] = 1,
     log_format: LogFormatOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -238,7 +241,12 @@ def tftp(
 
     raise typer.Exit(
         run_standalone(
-            root=root, address=address, port=port, max_blksize=max_blksize, max_windowsize=max_windowsize
+            root=root,
+            address=address,
+            port=port,
+            max_blksize=max_blksize,
+            max_windowsize=max_windowsize,
+            workers=workers,
         )
     )
 

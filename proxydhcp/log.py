@@ -46,10 +46,13 @@ Fields = Mapping[str, Any] | StructuredFields
 
 
 def text_value(value: Any) -> str:
-    """A field value in the text format: bare, or JSON-quoted when empty or holding a space or quote."""
+    """A field value in the text format: bare, or JSON-quoted when empty, holding a space or quote, or
+    anything unprintable (a client-chosen value with a newline must not forge a log line)."""
     text = value if type(value) is str else str(value)
     # encode_basestring_ascii(text) is exactly json.dumps(text), without the call overhead.
-    return text if text and " " not in text and '"' not in text else encode_basestring_ascii(text)
+    if text and text.isprintable() and " " not in text and '"' not in text:
+        return text
+    return encode_basestring_ascii(text)
 
 
 def text_pairs(fields: Mapping[str, Any]) -> str:

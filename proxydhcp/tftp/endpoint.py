@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import select
 import socket
 import sys
 import time
@@ -48,6 +49,29 @@ _NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
 # TransferStats.outcome values besides "completed", "timed out" and "error: ...":
 ABORTED = "aborted by client"  # the client sent ERROR during the transfer
 PROBE = "probe"  # ERROR right after the OACK: a tsize probe (UEFI Mtftp4GetInfo, R-62), not a failure
+
+TID_ERROR_INTERVAL = 1.0  # seconds between two ERROR 5 replies of one transfer, at least
+
+
+def printable(text: str) -> str:
+    """A client-supplied string fit for a text log line: control characters escaped (repr-style), so
+    that a file name holding a newline cannot forge a line."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+class OwnSockets:
+    """The addresses of this server's own sockets (listener and transfers): never answered, so that a
+    spoofed source cannot make the server talk to itself in a loop."""
+
+    __slots__ = ("addresses", "listener_port")
+
+    def __init__(self) -> None:
+        self.addresses: set[tuple[str, int]] = set()
+        self.listener_port = 0
+
+    def owns(self, addr: tuple[str, int], local: str) -> bool:
+        """Whether `addr`, the source of a datagram received on address `local`, is one of ours."""
+        return addr in self.addresses or (addr[1] == self.listener_port and addr[0] == local)
 
 
 @dataclass
@@ -88,13 +112,16 @@ class Transfer:
         "_gso_cmsg",
         "_loop",
         "_now",
+        "_own",
         "_rbuf",
         "_recv_into",
         "_sendto",
+        "_tid_error_at",
         "_timer",
         "client",
         "done",
         "filename",
+        "local",
         "oack",
         "on_done",
         "sock",
@@ -114,9 +141,11 @@ class Transfer:
         state: tx.ReadTransfer,
         oack: bytes | None,
         rbuf: bytearray | None = None,
+        own: OwnSockets | None = None,
     ) -> None:
         """`rbuf` (MAX_DATAGRAM bytes) may be shared by the transfers of one event loop: it runs one
-        callback at a time, and a datagram is consumed or copied out before the callback returns."""
+        callback at a time, and a datagram is consumed or copied out before the callback returns.
+        `own`: the server's sockets, which this transfer never answers."""
         self.on_done = on_done
         self._loop = loop
         self.sock = sock
@@ -132,6 +161,9 @@ class Transfer:
         self._gso = 0  # blocks per GSO send; 0: block by block
         self._gso_cmsg: list[tuple[int, int, bytes]] = []
         self._rbuf = rbuf if rbuf is not None else bytearray(MAX_DATAGRAM)
+        self._own = own if own is not None else OwnSockets()
+        self._tid_error_at = -TID_ERROR_INTERVAL
+        self.local: tuple[str, int] = sock.getsockname()
         # Bound once: the lockstep path runs these once per block.
         self._recv_into = sock.recvfrom_into
         self._sendto = sock.sendto
@@ -246,15 +278,24 @@ class Transfer:
 
     def _filled(self, task: asyncio.Task[None]) -> None:
         self._filling = False
+        # Retrieved before anything else: a read failing after an abort must not log "never retrieved".
+        failure = None if task.cancelled() else task.exception()
         if self.done:
             return
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled() or failure is not None:
             # The cause goes into the outcome: the listener's one line per transfer reports it.
-            cause = "cancelled" if task.cancelled() else _describe(task.exception())
+            cause = "cancelled" if task.cancelled() else _describe(failure)
             self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
             self.finish(f"error: read failed: {cause}")
             return
         self._send_window()
+
+    def poll(self) -> None:
+        """Handle the datagrams already queued on the socket, now (bounded)."""
+        for _ in range(DRAIN):
+            if self.done or not select.select([self.sock], [], [], 0)[0]:
+                return
+            self._on_readable()
 
     def _on_readable(self) -> None:
         buf = self._rbuf
@@ -263,7 +304,7 @@ class Transfer:
         except OSError:  # nothing queued after all, or a socket error: nothing to answer
             return
         if addr != self.client:
-            self._wrong_tid(addr)
+            self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
             return
         if n == 4 and buf[1] == 4 and buf[0] == 0:  # ACK: the hot path, no decode
             result = self.state.on_ack((buf[2] << 8) | buf[3], self._now())
@@ -274,7 +315,18 @@ class Transfer:
             return
         self._other_packet(bytes(buf[:n]))
 
-    def _wrong_tid(self, addr: tuple[str, int]) -> None:
+    def _stray(self, addr: tuple[str, int], opcode: int) -> None:
+        """A datagram from another TID: ERROR 5 (R-60), but never in answer to an ERROR (RFC 1350: ERRORs
+        are not answered; two servers would bounce them forever), never to one of our own sockets, and
+        at most once per TID_ERROR_INTERVAL."""
+        if opcode == 5 or self._own.owns(addr, self.local[0]):
+            log.debug("ignored %s from %s:%d for %s:%d's transfer", "ERROR" if opcode == 5 else "packet",
+                      *addr, *self.client)  # fmt: skip
+            return
+        now = self._now()
+        if now - self._tid_error_at < TID_ERROR_INTERVAL:
+            return
+        self._tid_error_at = now
         log.debug("packet for %s:%d's transfer from %s:%d: unknown TID", *self.client, *addr)
         with contextlib.suppress(OSError):
             self.sock.sendto(Error.of(ErrorCode.UNKNOWN_TID).encode(), addr)
@@ -305,7 +357,7 @@ class Transfer:
             self.finish("timed out")
             return
         if result == tx.ASSUME_DONE:
-            log.debug("%s:%d never sent the final ACK for %s", *self.client, self.filename)
+            log.debug("%s:%d never sent the final ACK for %r", *self.client, self.filename)
             self.finish("completed")
             return
         self._send_first()

@@ -10,8 +10,6 @@ the next chunk read ahead so a transfer does not pause at chunk boundaries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import os
 import stat
 from collections import OrderedDict
@@ -21,13 +19,15 @@ import aiofiles
 import aiofiles.threadpool.binary
 
 from proxydhcp.tftp import netascii
-from proxydhcp.tftp.packet import ErrorCode, TftpError
+from proxydhcp.tftp.packet import BUSY_MESSAGE, ErrorCode, TftpError
 
 MAX_NAME = 1024
 CHUNK = 4 * 1024 * 1024
-NETASCII_MAX = 16 * 1024 * 1024
+# Netascii is for text files; the converted copy (up to twice the size) is shared through the cache.
+NETASCII_MAX = 4 * 1024 * 1024
 
 FileKey = tuple[int, int, int, int]
+CacheKey = tuple[int, ...]  # a FileKey, or a FileKey + (1,) for its netascii conversion
 Buffer = bytes | bytearray
 
 
@@ -146,138 +146,219 @@ class MemorySource:
         self._view.release()
 
 
-class ChunkedSource:
-    """A big file, read forward in CHUNK pieces; owns its file descriptor.
+class _Chunk:
+    """One CHUNK of a big file, shared by the transfers holding it (`refs`)."""
 
-    Read-ahead: as soon as the transfer enters a chunk, the next one is read in the background, so
-    crossing a chunk boundary costs one memory copy instead of a pause for the disk. At most one read
-    is in flight (aiofiles keeps one file position), so at most two chunks are held per transfer.
+    __slots__ = ("data", "load", "refs")
+
+    def __init__(self) -> None:
+        self.data: bytearray | None = None
+        self.load: asyncio.Task[None] | None = None
+        self.refs = 0
+
+
+ChunkKey = tuple[FileKey, int, int]  # (file, chunk size, index)
+
+
+class ChunkStore:
+    """The chunks of big files held by transfers, shared between the transfers of one file: 200 clients
+    reading one big image at about the same place cost one or two chunks, not 2 × CHUNK each. A chunk
+    lives while a transfer holds it. `used` counts the bytes held; past `budget` a new transfer of a big
+    file is refused unless its first chunk is already held (see `admits`)."""
+
+    def __init__(self, budget: int = 256 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.used = 0
+        self.reads = 0  # chunk reads done (for tests and metrics)
+        self._chunks: dict[ChunkKey, _Chunk] = {}
+
+    def admits(self, key: FileKey) -> bool:
+        return self.used < self.budget or (key, CHUNK, 0) in self._chunks
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def acquire(self, key: ChunkKey) -> _Chunk:
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            chunk = self._chunks[key] = _Chunk()
+        chunk.refs += 1
+        return chunk
+
+    def release(self, key: ChunkKey, chunk: _Chunk) -> None:
+        chunk.refs -= 1
+        if chunk.refs <= 0 and self._chunks.get(key) is chunk:
+            del self._chunks[key]
+            if chunk.data is not None:
+                self.used -= len(chunk.data)
+
+    def loaded(self, key: ChunkKey, chunk: _Chunk, data: bytearray) -> None:
+        chunk.data = data
+        self.reads += 1
+        if self._chunks.get(key) is chunk:
+            self.used += len(data)
+
+
+class ChunkedSource:
+    """A big file, read forward in CHUNK pieces held in a `ChunkStore`; owns its file descriptor.
+
+    The transfer holds the chunks from its last acknowledged block on (a window resend needs them) and
+    one more: as soon as it enters a chunk, the next one is read in the background, so crossing a chunk
+    boundary costs nothing. A chunk another transfer of the same file holds is used as is; one nobody
+    holds is read through this source's fd, one read at a time (aiofiles keeps one file position).
     """
 
-    def __init__(self, fd: int, size: int) -> None:
-        self.size = size
+    def __init__(self, fd: int, st: os.stat_result, store: ChunkStore) -> None:
+        self.size = st.st_size
+        self._full = st.st_size  # the size at open: what each chunk read asks for
         self._fd = fd
+        self._key = file_key(st)
+        self._store = store
         self._chunk = CHUNK
+        self._held: dict[int, _Chunk] = {}
         self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-        self._pos = 0  # the file position after the last read
-        self._buf = bytearray()
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ahead: asyncio.Task[bytearray] | None = None  # reading from self._ahead_at
-        self._ahead_at = 0
-        self._reading = False
+        self._pos = 0  # the fd's file position
+        self._lock = asyncio.Lock()
+        self._span = (0, 0)  # the bytes of the chunk view() used last: the lockstep fast path
+        self._span_view = memoryview(b"")
+        self._loads = 0  # load tasks of this source not over: the fd stays open for them
         self._closed = False
 
     def view(self, start: int, end: int) -> memoryview | None:
-        if start >= self._start and end <= self._start + len(self._buf):
-            return self._view[start - self._start : end - self._start]
-        if self._append_ahead(start) and end <= self._start + len(self._buf):
-            return self._view[start - self._start : end - self._start]
-        return None
+        low, high = self._span
+        if low <= start and end <= high:
+            return self._span_view[start - low : end - low]
+        return self._view(start, end)
+
+    def _view(self, start: int, end: int) -> memoryview | None:
+        self._forget_span()
+        if end > self.size or self._closed:
+            return None
+        if start >= end:
+            return memoryview(b"")
+        size = self._chunk
+        first, last = start // size, (end - 1) // size
+        self._drop_below(first)
+        parts: list[bytearray] = []
+        for index in range(first, last + 1):
+            chunk = self._held.get(index)
+            if chunk is None or chunk.data is None or not self._whole(index, chunk.data):
+                return None
+            parts.append(chunk.data)
+        self._hold(last + 1, read=True)  # read ahead
+        base = first * size
+        if len(parts) == 1:
+            self._span = (base, base + len(parts[0]))
+            self._span_view = memoryview(parts[0])
+            return self._span_view[start - base : end - base]
+        # A window across a chunk boundary: one copy of the window (once per chunk, and on resends).
+        joined = bytearray().join(parts)
+        return memoryview(joined)[start - base : end - base]
 
     async def fill(self, start: int, end: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        if self._ahead is not None:
-            with contextlib.suppress(Exception):  # a failed read-ahead is retried below
-                await asyncio.shield(self._ahead)
-            if self._append_ahead(start) and end <= self._start + len(self._buf):
+        if self._closed or start >= end:
+            return
+        size = self._chunk
+        first, last = start // size, (end - 1) // size
+        self._drop_below(first)
+        for index in range(first, last + 1):
+            self._hold(index, read=True)
+        for index in range(first, last + 1):
+            chunk = self._held.get(index)
+            if chunk is None:  # closed meanwhile
                 return
-            self._ahead = None
-        loaded_end = self._start + len(self._buf)
-        contiguous = self._start <= start <= loaded_end
-        read_from = loaded_end if contiguous else start
-        read_to = min(max(end, start + self._chunk), self.size)
-        data = await self._read_shielded(read_from, max(read_to - read_from, 0))
-        self._extend(start, data, keep_from=start if contiguous else None)
-        if self._start + len(self._buf) < end:  # the file shrank under us
-            self.size = self._start + len(self._buf)
-        self._read_ahead()
+            if chunk.data is None:
+                if chunk.load is None or chunk.load.done():  # a failed read-ahead is tried again
+                    chunk.load = self._start_load(index, chunk)
+                await asyncio.shield(chunk.load)  # raises the read's OSError
+                if self._closed:
+                    return
+            if chunk.data is not None and not self._whole(index, chunk.data):
+                return  # the file shrank: `size` says so, view() gives None
+        self._hold(last + 1, read=True)
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
-        self._view.release()
+        self._forget_span()
+        for index in list(self._held):
+            self._drop(index)
         # A read may be running in a worker thread on this fd: close it when that read is over.
-        # aiofiles was opened with closefd=False, so closing needs no thread hop.
-        if not self._reading:
+        if not self._loads:
             self._close_fd()
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _extend(self, start: int, data: bytearray, keep_from: int | None) -> None:
-        """Make the buffer [start, ...): the loaded bytes from `keep_from` (a window resend needs
-        them), then `data`; or `data` alone when `keep_from` is None."""
-        if keep_from is None:
-            buf = data
-        else:
-            keep = self._view[keep_from - self._start :]
-            buf = bytearray(len(keep) + len(data))
-            buf[: len(keep)] = keep
-            buf[len(keep) :] = data
-            keep.release()
-        self._view.release()
-        self._buf, self._start = buf, start
-        self._view = memoryview(buf)
+    def _whole(self, index: int, data: bytearray) -> bool:
+        """Whether a chunk has all the bytes it should; if not, the file shrank under us: `size` drops."""
+        expected = min(self._chunk, self._full - index * self._chunk)
+        if len(data) >= expected:
+            return True
+        self.size = min(self.size, index * self._chunk + len(data))
+        return False
 
-    def _append_ahead(self, start: int) -> bool:
-        """Take the read-ahead chunk if it has arrived and continues the buffer; start the next."""
-        ahead = self._ahead
-        loaded_end = self._start + len(self._buf)
-        if ahead is None or not ahead.done() or self._closed:
-            return False
-        if self._ahead_at != loaded_end or not self._start <= start <= loaded_end:
-            return False
-        self._ahead = None
-        if ahead.cancelled() or ahead.exception() is not None:
-            return False  # `fill` reads again and reports the error
-        self._extend(start, ahead.result(), keep_from=start)
-        self._read_ahead()
-        return True
+    def _forget_span(self) -> None:
+        self._span = (0, 0)
+        self._span_view.release()
+        self._span_view = memoryview(b"")
 
-    def _read_ahead(self) -> None:
-        at = self._start + len(self._buf)
-        if self._ahead is not None or self._closed or self._loop is None or at >= self.size:
+    def _hold(self, index: int, *, read: bool) -> None:
+        if index in self._held or index * self._chunk >= self._full or self._closed:
             return
-        self._ahead_at = at
-        self._ahead = self._loop.create_task(self._read(at, min(self._chunk, self.size - at)))
-        self._ahead.add_done_callback(_consume_error)
+        chunk = self._held[index] = self._store.acquire((self._key, self._chunk, index))
+        if read and chunk.data is None and chunk.load is None:
+            chunk.load = self._start_load(index, chunk)
 
-    async def _read_shielded(self, offset: int, length: int) -> bytearray:
-        # Shielded: cancelling the waiter must not orphan a read still running in a thread on our fd.
-        assert self._loop is not None
-        task = self._loop.create_task(self._read(offset, length))
+    def _drop(self, index: int) -> None:
+        chunk = self._held.pop(index)
+        self._store.release((self._key, self._chunk, index), chunk)
+
+    def _drop_below(self, first: int) -> None:
+        for index in [i for i in self._held if i < first]:
+            self._drop(index)
+        if self._span[0] < first * self._chunk:
+            self._forget_span()
+
+    def _start_load(self, index: int, chunk: _Chunk) -> asyncio.Task[None]:
+        self._loads += 1
+        task = asyncio.get_running_loop().create_task(self._load(index, chunk))
         task.add_done_callback(_consume_error)
-        return await asyncio.shield(task)
+        return task
+
+    async def _load(self, index: int, chunk: _Chunk) -> None:
+        """Read one chunk into the store, unless nobody holds it any more by the time it is our turn."""
+        try:
+            async with self._lock:
+                if chunk.refs <= 0 or self._fd < 0:
+                    return
+                offset = index * self._chunk
+                data = await self._read(offset, min(self._chunk, self._full - offset))
+            self._store.loaded((self._key, self._chunk, index), chunk, data)
+        finally:
+            self._loads -= 1
+            if self._closed and not self._loads:
+                self._close_fd()
 
     async def _read(self, offset: int, length: int) -> bytearray:
         """Bytes [offset, offset + length), fewer at end of file. Callers never overlap two reads."""
-        if self._closed:
-            raise OSError(errno.EBADF, "source closed")
-        self._reading = True
-        try:
-            if self._file is None:
-                self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
-            if self._pos != offset:
-                await self._file.seek(offset)
-                self._pos = offset
-            buf = bytearray(length)
-            filled = 0
-            with memoryview(buf) as whole:
-                while filled < length:
-                    with whole[filled:] as rest:
-                        n = await self._file.readinto(rest)
-                    if not n:
-                        break
-                    filled += n
-            self._pos = offset + filled
-            if filled < length:  # end of file came early: the file shrank
-                self.size = min(self.size, offset + filled)
-                return buf[:filled]
-            return buf
-        finally:
-            self._reading = False
-            if self._closed:
-                self._close_fd()
+        if self._file is None:
+            self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
+        if self._pos != offset:
+            os.lseek(self._fd, offset, os.SEEK_SET)  # a syscall, no thread hop: buffering=0 keeps no state
+        buf = bytearray(length)
+        filled = 0
+        with memoryview(buf) as whole:
+            while filled < length:
+                with whole[filled:] as rest:
+                    n = await self._file.readinto(rest)
+                if not n:
+                    break
+                filled += n
+        self._pos = offset + filled
+        if filled < length:  # end of file came early: the file shrank
+            del buf[filled:]
+        return buf
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -285,34 +366,42 @@ class ChunkedSource:
             self._fd = -1
 
 
-def _consume_error(task: asyncio.Task[bytearray]) -> None:
+def _consume_error(task: asyncio.Task[None]) -> None:
     """Mark a read's failure as seen: a dropped read-ahead must not log "exception never retrieved"."""
     if not task.cancelled():
         task.exception()
 
 
 class FileCache:
-    """Whole-file bytes shared between transfers, LRU within a byte budget."""
+    """Whole-file bytes shared between transfers, LRU within a byte budget; and the chunks of files too
+    big for it (`chunks`), shared while transfers hold them."""
 
-    def __init__(self, budget: int = 64 * 1024 * 1024, max_file: int | None = None) -> None:
+    def __init__(
+        self,
+        budget: int = 64 * 1024 * 1024,
+        max_file: int | None = None,
+        chunk_budget: int = 256 * 1024 * 1024,
+    ) -> None:
         self.budget = budget
         self.max_file = budget // 2 if max_file is None else max_file
         self.used = 0
         self.loads = 0  # disk reads done (for tests and metrics)
-        self._entries: OrderedDict[FileKey, Buffer] = OrderedDict()
-        self._loading: dict[FileKey, asyncio.Future[Buffer]] = {}
+        self.chunks = ChunkStore(chunk_budget)
+        self._entries: OrderedDict[CacheKey, Buffer] = OrderedDict()
+        self._loading: dict[CacheKey, asyncio.Future[Buffer]] = {}
 
     def cacheable(self, size: int) -> bool:
         return size <= self.max_file
 
-    def get(self, key: FileKey) -> Buffer | None:
+    def get(self, key: CacheKey) -> Buffer | None:
         data = self._entries.get(key)
         if data is not None:
             self._entries.move_to_end(key)
         return data
 
-    async def load(self, key: FileKey, fd: int) -> Buffer:
-        """The file's bytes, reading it at most once however many transfers ask at the same time."""
+    async def load(self, key: CacheKey, fd: int) -> Buffer:
+        """The file's bytes (netascii-converted for a netascii key), reading and converting at most once
+        however many transfers ask at the same time."""
         data = self.get(key)
         if data is not None:
             return data
@@ -322,20 +411,30 @@ class FileCache:
         future: asyncio.Future[Buffer] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            data = await read_all(fd, key[3])
+            data, complete = await self._read(key, fd)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
             raise
         finally:
             del self._loading[key]
-        self.loads += 1
-        if len(data) == key[3]:
+        if complete and len(data) <= self.max_file:
             self._insert(key, data)
         future.set_result(data)
         return data
 
-    def _insert(self, key: FileKey, data: Buffer) -> None:
+    async def _read(self, key: CacheKey, fd: int) -> tuple[Buffer, bool]:
+        """The bytes for `key`, and whether the whole file was there (no shrinking under us)."""
+        raw = self.get(key[:4]) if len(key) > 4 else None
+        if raw is None:
+            raw = await read_all(fd, key[3])
+            self.loads += 1
+        complete = len(raw) == key[3]
+        if len(key) > 4:
+            return netascii.encode(bytes(raw)), complete
+        return raw, complete
+
+    def _insert(self, key: CacheKey, data: Buffer) -> None:
         self._entries[key] = data
         self.used += len(data)
         while self.used > self.budget and self._entries:
@@ -347,14 +446,16 @@ async def load_source(fd: int, st: os.stat_result, *, netascii_mode: bool, cache
     """Turn an open file into block data; takes ownership of fd (TftpError on refusal)."""
     key = file_key(st)
     if not netascii_mode and not cache.cacheable(st.st_size):
-        return ChunkedSource(fd, st.st_size)
+        if not cache.chunks.admits(key):
+            os.close(fd)
+            raise TftpError(ErrorCode.NOT_DEFINED, BUSY_MESSAGE)
+        return ChunkedSource(fd, st, cache.chunks)
     try:
         if not netascii_mode:
             return MemorySource(await cache.load(key, fd))
         if st.st_size > NETASCII_MAX:
             raise TftpError(ErrorCode.NOT_DEFINED, "File too large for netascii")
-        data = cache.get(key) or await read_all(fd, st.st_size)
-        return MemorySource(netascii.encode(bytes(data)))
+        return MemorySource(await cache.load((*key, 1), fd))
     finally:
         os.close(fd)
 

@@ -21,7 +21,16 @@ from pathlib import Path
 from proxydhcp.errors import MalformedPacket
 from proxydhcp.log import emit_fast
 from proxydhcp.tftp import transfer as tx
-from proxydhcp.tftp.endpoint import DRAIN, MAX_DATAGRAM, PROBE, Transfer, TransferStats, transfer_socket
+from proxydhcp.tftp.endpoint import (
+    DRAIN,
+    MAX_DATAGRAM,
+    PROBE,
+    OwnSockets,
+    Transfer,
+    TransferStats,
+    printable,
+    transfer_socket,
+)
 from proxydhcp.tftp.files import FileCache, MemorySource, Source, file_key, load_source, open_regular, resolve
 from proxydhcp.tftp.options import negotiate
 from proxydhcp.tftp.packet import (
@@ -54,6 +63,9 @@ class TftpConfig:
     timeout: float = 1.0
     give_up: float = 30.0
     cache_bytes: int = 64 * 1024 * 1024
+    # Chunks of files too big for the cache, shared between their transfers: past this many bytes held,
+    # a new transfer of a big file is refused as busy unless it can share a chunk already held.
+    chunk_bytes: int = 256 * 1024 * 1024
     # >1: the listening socket joins an SO_REUSEPORT group, one per worker process (the caller forks,
     # see server.run_standalone); the kernel spreads clients over the workers by address and port.
     # Caps, stats and the file cache are then per worker.
@@ -113,13 +125,17 @@ class TftpServer:
         self.on_transfer = on_transfer
         self.on_start = on_start
         self.stats = ServerStats()
-        self.cache = FileCache(config.cache_bytes)
+        self.cache = FileCache(config.cache_bytes, chunk_budget=config.chunk_bytes)
         self._root = os.path.realpath(config.root)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transfers: set[Transfer] = set()
         self._reserved = 0
         self._per_client: dict[str, int] = {}
+        # (client, filename) of every transfer in flight (None: its file is loading), to recognise a
+        # retransmitted RRQ whose OACK or first block was lost.
+        self._inflight: dict[tuple[tuple[str, int], str], Transfer | None] = {}
+        self._own = OwnSockets()
         self._pending: set[asyncio.Task[None]] = set()
         self._mtu: dict[tuple[str, str], int | None] = {}
         self._rbuf = bytearray(MAX_DATAGRAM)  # shared by this server's transfers (one loop)
@@ -130,7 +146,8 @@ class TftpServer:
         self._loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: another TFTP server (dnsmasq) on the port must be a bind error, not a
+            # silent share. SO_REUSEPORT only for our own workers' group.
             if self.config.workers > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
@@ -142,6 +159,8 @@ class TftpServer:
             sock.close()
             raise
         self._sock = sock
+        self._own.listener_port = self.port
+        self._own.addresses.add(sock.getsockname())
         self._loop.add_reader(sock.fileno(), self._on_request)
         log.info("TFTP serving %s on %s:%d", self._root, self.config.address, self.port)
 
@@ -194,6 +213,9 @@ class TftpServer:
                 log.exception("unexpected error handling a request from %s:%d", *client)
 
     def _handle_request(self, data: bytes, client: tuple[str, int], local: str) -> None:
+        if self._own.owns(client, local):
+            log.debug("ignored a datagram from our own socket %s:%d", *client)
+            return
         try:
             packet = decode(data)
         except MalformedPacket as exc:
@@ -211,6 +233,8 @@ class TftpServer:
         if mode not in ("octet", "netascii"):
             self._refuse(local, client, packet.filename, TftpError(ErrorCode.ILLEGAL_OPERATION), "mode")
             return
+        if self._duplicate(client, packet.filename):  # before the caps: no busy ERROR to a live transfer
+            return
         if self._closing:
             return
         if (
@@ -227,8 +251,9 @@ class TftpServer:
         except TftpError as exc:
             self._refuse(local, client, packet.filename, exc, "file")
             return
-        self._reserve(client[0])
-        cached = None if netascii_mode else self.cache.get(file_key(st))
+        self._reserve(client, packet.filename)
+        key = file_key(st)
+        cached = self.cache.get((*key, 1) if netascii_mode else key)
         if cached is not None:  # the storm case: no task, no await
             os.close(fd)
             self._begin(packet, client, local, MemorySource(cached), netascii_mode)
@@ -250,22 +275,22 @@ class TftpServer:
         try:
             source = await load_source(fd, st, netascii_mode=netascii_mode, cache=self.cache)
         except TftpError as exc:
-            self._release(client[0])
+            self._release(client, request.filename)
             self._refuse(local, client, request.filename, exc, "file")
             return
         except OSError as exc:
-            self._release(client[0])
+            self._release(client, request.filename)
             # An I/O error is no permission problem: code 0 with the fixed text, as on the chunked path
             # (RFC 1350 "Not defined, see error message"; the cause stays in the log, not on the wire).
             log.warning("cannot read %r for %s:%d: %s", request.filename, client[0], client[1], exc)
             self._refuse(local, client, request.filename, TftpError(ErrorCode.NOT_DEFINED), "read")
             return
         except asyncio.CancelledError:
-            self._release(client[0])
+            self._release(client, request.filename)
             raise
         if self._closing:
             source.close()
-            self._release(client[0])
+            self._release(client, request.filename)
             return
         self._begin(request, client, local, source, netascii_mode)
 
@@ -277,7 +302,7 @@ class TftpServer:
             sock = transfer_socket(local)
         except OSError as exc:
             source.close()
-            self._release(client[0])
+            self._release(client, request.filename)
             log.warning("cannot open a transfer socket on %s: %s", local, exc)
             return
         negotiated = negotiate(
@@ -299,9 +324,12 @@ class TftpServer:
         )
         oack = OAck(negotiated.oack).encode() if negotiated.oack else None
         transfer = Transfer(
-            self._finished, self._loop, sock, client, request.filename, source, state, oack, self._rbuf
-        )
+            self._finished, self._loop, sock, client, request.filename, source, state, oack, self._rbuf,
+            self._own,
+        )  # fmt: skip
         self._transfers.add(transfer)
+        self._own.addresses.add(transfer.local)
+        self._inflight[(client, request.filename)] = transfer
         self.stats.started += 1
         log.debug(
             "RRQ %r from %s:%d mode=%s options=%s -> %s",
@@ -314,24 +342,48 @@ class TftpServer:
                 log.exception("on_start callback failed")
         transfer.start()
 
-    def _reserve(self, ip: str) -> None:
-        self._reserved += 1
-        self._per_client[ip] = self._per_client.get(ip, 0) + 1
+    def _duplicate(self, client: tuple[str, int], filename: str) -> bool:
+        """Whether an RRQ repeats one in flight from the same client address and port (its OACK or first
+        block was lost: the running transfer resends on its timer). A transfer already under way is
+        superseded instead: the client started over."""
+        key = (client, filename)
+        if key not in self._inflight:
+            return False
+        running = self._inflight[key]
+        if running is None:
+            log.debug("ignored a repeated RRQ %r from %s:%d: loading", filename, *client)
+            return True
+        running.poll()  # an ERROR already queued (a tsize probe's abort) ends it first
+        if running.done:
+            return False
+        if running.state.acked == 0:
+            log.debug("ignored a repeated RRQ %r from %s:%d: transfer started", filename, *client)
+            return True
+        running.finish("error: superseded by a new request")  # no ERROR: it would go to the new one
+        return False
 
-    def _release(self, ip: str) -> None:
+    def _reserve(self, client: tuple[str, int], filename: str) -> None:
+        self._reserved += 1
+        self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
+        self._inflight[(client, filename)] = None
+
+    def _release(self, client: tuple[str, int], filename: str) -> None:
         self._reserved -= 1
+        ip = client[0]
         left = self._per_client.get(ip, 1) - 1
         if left > 0:
             self._per_client[ip] = left
         else:
             self._per_client.pop(ip, None)
+        self._inflight.pop((client, filename), None)
 
     def _refuse(self, local: str, client: tuple[str, int], name: str, exc: TftpError, why: str) -> None:
         """Answer with an ERROR from a fresh TID, as a transfer would (R-60)."""
         self.stats.refused += 1
         log.info(
             "refused %r from %s:%d: %s (%s)", name, client[0], client[1], exc.message, why,
-            extra={"fields": {"client": f"{client[0]}:{client[1]}", "file": name, "error": int(exc.code)}},
+            extra={"fields": {"client": f"{client[0]}:{client[1]}", "file": printable(name),
+                              "error": int(exc.code)}},
         )  # fmt: skip
         try:
             with transfer_socket(local) as sock:
@@ -360,14 +412,16 @@ class TftpServer:
 
     def _finished(self, transfer: Transfer, stats: TransferStats) -> None:
         self._transfers.discard(transfer)
-        self._release(stats.client[0])
+        self._own.addresses.discard(transfer.local)
+        self._release(stats.client, stats.filename)
         s = self.stats
         s.bytes += stats.bytes
         s.retransmits += stats.retransmits
         s.outcomes[stats.outcome] = s.outcomes.get(stats.outcome, 0) + 1
+        name = printable(stats.filename)  # the text log must not take a newline from the client
         fields = {
             "client": f"{stats.client[0]}:{stats.client[1]}",
-            "file": stats.filename,
+            "file": name,
             "bytes": stats.bytes,
             "blksize": stats.blksize,
             "windowsize": stats.windowsize,
@@ -379,17 +433,17 @@ class TftpServer:
         if stats.outcome == "completed":
             s.completed += 1
             if log.isEnabledFor(logging.INFO):  # the storm's common line: no LogRecord when possible
-                msg = f"sent {stats.filename} to {stats.client[0]}:{stats.client[1]}"
+                msg = f"sent {name} to {stats.client[0]}:{stats.client[1]}"
                 if not emit_fast(log, logging.INFO, msg, fields):
-                    log.info("sent %s to %s:%d", stats.filename, *stats.client, extra={"fields": fields})
+                    log.info("sent %s to %s:%d", name, *stats.client, extra={"fields": fields})
         elif stats.outcome == PROBE:
             s.probes += 1
-            log.debug("size probe of %s by %s:%d", stats.filename, *stats.client, extra={"fields": fields})
+            log.debug("size probe of %s by %s:%d", name, *stats.client, extra={"fields": fields})
         else:
             s.failed += 1
             log.warning(
                 "transfer of %s to %s:%d failed: %s",
-                stats.filename, *stats.client, stats.outcome, extra={"fields": fields},
+                name, *stats.client, stats.outcome, extra={"fields": fields},
             )  # fmt: skip
         if self.on_transfer is not None:
             try:

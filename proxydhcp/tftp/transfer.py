@@ -21,9 +21,12 @@ GIVE_UP = 1
 ASSUME_DONE = 2
 
 # Some clients never send the final ACK: after this many unanswered resends of the last
-# window the transfer is taken as delivered rather than failed.
+# block, every block before it acknowledged, the transfer is taken as delivered rather than failed.
 FINAL_ACK_RETRIES = 3
 MAX_INTERVAL = 8.0
+# A client's `timeout` option may be as long as the give-up time: giving up is then pushed back so
+# that at least this many retransmissions happen first (the interval is capped at the timeout).
+MIN_RETRANSMITS = 3
 
 
 class ReadTransfer:
@@ -65,7 +68,7 @@ class ReadTransfer:
         self.sent = 0  # highest block sent so far
         self.oack_pending = oack
         self.base_timeout = timeout
-        self.give_up = give_up
+        self.give_up = max(give_up, timeout * (MIN_RETRANSMITS + 1))
         self.last_progress = now
         self.retries = 0
         self.retransmits = 0
@@ -115,7 +118,10 @@ class ReadTransfer:
         return self.last_progress + self.interval() if self.retries == 0 else self._next_retry
 
     def on_timeout(self, now: float) -> int:
-        if self.sent == self.last_block and not self.oack_pending and self.retries >= FINAL_ACK_RETRIES:
+        # Delivered only if the final ACK is all that is missing: a window whose earlier blocks were never
+        # acknowledged may not have arrived at all.
+        final_only = self.acked == self.last_block - 1 and not self.oack_pending
+        if final_only and self.retries >= FINAL_ACK_RETRIES:
             return ASSUME_DONE
         if now - self.last_progress >= self.give_up:
             return GIVE_UP

@@ -242,3 +242,13 @@ def test_a_record_rendered_at_flush_time_keeps_its_line_even_if_rendering_fails(
     assert "first" in lines[0] and "52:54:00:00:00:01" in lines[0]
     assert "second (fields not formatted: KeyError('boom'))" in lines[1]
     assert "52:54:00:00:00:03" in lines[2]
+
+
+def test_text_value_quotes_unprintable_values() -> None:
+    # A client-chosen value (file name, vendor class) must not be able to start a new log line.
+    from proxydhcp.log import text_value
+
+    assert text_value("boot.ipxe") == "boot.ipxe"
+    forged = text_value("x\n12:00:00.000 WARNING proxydhcp: forged")
+    assert "\n" not in forged and forged.startswith('"')
+    assert "\x1b" not in text_value("a\x1b[31mred")

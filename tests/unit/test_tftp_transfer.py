@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.transfer import ReadTransfer
 
@@ -155,3 +157,49 @@ def test_missing_final_ack_is_not_a_failure() -> None:
     outcomes = [t.on_timeout(t.deadline()) for _ in range(tx.FINAL_ACK_RETRIES + 1)]
     assert outcomes[:-1] == [tx.RESEND] * tx.FINAL_ACK_RETRIES
     assert outcomes[-1] == tx.ASSUME_DONE
+
+
+def _timeouts_until_over(t: ReadTransfer, limit: int = 100) -> list[int]:
+    """on_timeout results, each at the deadline, until the transfer is over (bounded)."""
+    results = []
+    for _ in range(limit):
+        results.append(t.on_timeout(t.deadline()))
+        if results[-1] != tx.RESEND:
+            break
+    return results
+
+
+@pytest.mark.parametrize("timeout", [30.0, 60.0, 255.0])
+def test_long_client_timeout_still_retransmits(timeout: float) -> None:
+    """A client `timeout` option at or over give_up: retransmit at that timeout, at least 3 times."""
+    t = ReadTransfer(size=100 * 512, blksize=512, timeout=timeout, give_up=30.0, now=0.0)
+    t.take_window()
+    assert t.deadline() == timeout  # the first retransmission at the negotiated timeout
+    results = _timeouts_until_over(t)
+    assert results[-1] == tx.GIVE_UP
+    assert results.count(tx.RESEND) >= tx.MIN_RETRANSMITS
+
+
+def test_short_timeout_keeps_the_configured_give_up() -> None:
+    t = ReadTransfer(size=100 * 512, blksize=512, timeout=1.0, give_up=30.0, now=0.0)
+    assert t.give_up == 30.0
+
+
+def test_unacknowledged_last_window_is_not_completed() -> None:
+    """Resends of a last window of which nothing was acknowledged: timed out, not assumed delivered."""
+    t = ReadTransfer(size=10 * 512 + 100, blksize=512, windowsize=8, timeout=1.0, give_up=30.0)
+    assert t.take_window() == (1, 8)
+    t.on_ack(8, 0.5)
+    assert t.take_window() == (9, 11)  # the last window; no ACK of it ever comes
+    assert _timeouts_until_over(t)[-1] == tx.GIVE_UP
+
+
+def test_window_missing_only_the_final_ack_is_completed() -> None:
+    t = ReadTransfer(size=10 * 512 + 100, blksize=512, windowsize=8, timeout=1.0, give_up=30.0)
+    t.take_window()
+    t.on_ack(8, 0.5)
+    t.take_window()
+    t.on_ack(10, 0.7)  # all but the last block acknowledged
+    assert t.take_window() == (11, 11)
+    results = _timeouts_until_over(t)
+    assert results == [tx.RESEND] * tx.FINAL_ACK_RETRIES + [tx.ASSUME_DONE]
