@@ -148,6 +148,12 @@ class ProxyDhcpService:
         """Bind every socket (raises StartupError with a one-line reason) and start TFTP."""
         self._loop = asyncio.get_running_loop()
         settings = self.settings
+        if not settings.subnet:
+            # Nothing would ever be answered: say so instead of listening on every interface.
+            raise StartupError(
+                "no subnet is enabled, so no client would be answered: add --subnet CIDR"
+                ' (e.g. --subnet 192.168.1.0/24) or a [[subnet]] table with cidr = "..." to the config'
+            )
         try:
             chosen = sockets.select_interfaces(
                 sockets.interfaces(), settings.server.interfaces, [s.cidr for s in settings.subnet]
@@ -185,10 +191,6 @@ class ProxyDhcpService:
         mode = " (co-located: 4011 only)" if settings.server.colocated else ""
         fields = {"interfaces": [i.name for i in chosen], "subnets": [str(s.cidr) for s in settings.subnet]}
         log.info("serving proxyDHCP on %s, UDP %s%s", names, bound, mode, extra={"fields": fields})
-        if not settings.subnet:
-            log.warning(
-                "no subnet is enabled, so no client will be answered; add --subnet CIDR or [[subnet]]"
-            )
 
     async def _start_tftp(self, settings: Settings) -> None:
         if not settings.tftp.enabled:
@@ -242,6 +244,9 @@ class ProxyDhcpService:
             new = load_settings(self.config_file, self.overrides)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
+            return False
+        if not new.subnet:
+            log.error("reload refused, keeping the running configuration: the new one enables no subnet")
             return False
         old_dump, new_dump = self.settings.model_dump(), new.model_dump()
         for key in _RESTART_KEYS:

@@ -79,6 +79,13 @@ def test_sighup_reload_adds_subnet_and_refuses_bad_config(lab, start_proxy, tmp_
     proxy.wait_log("reload refused", "subnet", after=mark)
     ack = _ack(lab, 0xD03)  # the old configuration is still in force
     assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+
+    config.write_text('[boot]\nefi-x64 = "ipxe.efi"\n')  # valid TOML, but it would answer no one
+    mark = len(proxy.log())
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("reload refused", "no subnet", after=mark)
+    ack = _ack(lab, 0xD04)
+    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
     assert proxy.proc.poll() is None
 
 

@@ -169,3 +169,13 @@ def test_tftp_bad_address_and_root(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     code, _, err = run("serve", "--no-such-flag")
     assert code == 2 and "no-such-flag" in err
+
+
+def test_serve_without_subnet_exits_2_and_says_how_to_add_one() -> None:
+    # It would answer no one: refuse at start rather than listen on every interface.
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxydhcp", "serve", "--no-tftp"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("proxydhcp: no subnet is enabled") and "--subnet" in lines[-1]
