@@ -51,6 +51,7 @@ ABORTED = "aborted by client"  # the client sent ERROR during the transfer
 PROBE = "probe"  # ERROR right after the OACK: a tsize probe (UEFI Mtftp4GetInfo, R-62), not a failure
 
 TID_ERROR_INTERVAL = 1.0  # seconds between two ERROR 5 replies of one transfer, at least
+REPEAT_INTERVAL = 0.5  # seconds between two answers to a repeated RRQ, at least
 
 
 def printable(text: str) -> str:
@@ -115,6 +116,7 @@ class Transfer:
         "_own",
         "_rbuf",
         "_recv_into",
+        "_repeat_at",
         "_sendto",
         "_tid_error_at",
         "_timer",
@@ -163,6 +165,7 @@ class Transfer:
         self._rbuf = rbuf if rbuf is not None else bytearray(MAX_DATAGRAM)
         self._own = own if own is not None else OwnSockets()
         self._tid_error_at = -TID_ERROR_INTERVAL
+        self._repeat_at = -REPEAT_INTERVAL
         self.local: tuple[str, int] = sock.getsockname()
         # Bound once: the lockstep path runs these once per block.
         self._recv_into = sock.recvfrom_into
@@ -184,6 +187,19 @@ class Transfer:
             self._send(self.oack)
         else:
             self._send_window()
+
+    def answer_repeat(self) -> None:
+        """The client sent its RRQ again before acknowledging anything: our OACK or first block was
+        lost. Resend it now rather than at the timer, whose backoff can outlast the client's patience
+        under load; one packet at most per REPEAT_INTERVAL, so repeated RRQs cannot amplify."""
+        now = self._now()
+        if self.done or now - self._repeat_at < REPEAT_INTERVAL:
+            return
+        if self.oack is not None and not self.state.oack_pending:
+            return  # the client acknowledged our OACK: its repeat is not about a lost answer
+        self._repeat_at = now
+        self.state.retransmits += 1
+        self._send_first()
 
     def _send(self, data: bytes) -> None:
         try:

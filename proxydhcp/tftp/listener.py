@@ -344,7 +344,7 @@ class TftpServer:
 
     def _duplicate(self, client: tuple[str, int], filename: str) -> bool:
         """Whether an RRQ repeats one in flight from the same client address and port (its OACK or first
-        block was lost: the running transfer resends on its timer). A transfer already under way is
+        block was lost: the running transfer resends it at once). A transfer already under way is
         superseded instead: the client started over."""
         key = (client, filename)
         if key not in self._inflight:
@@ -357,7 +357,8 @@ class TftpServer:
         if running.done:
             return False
         if running.state.acked == 0:
-            log.debug("ignored a repeated RRQ %r from %s:%d: transfer started", filename, *client)
+            log.debug("repeated RRQ %r from %s:%d: answered by the running transfer", filename, *client)
+            running.answer_repeat()
             return True
         running.finish("error: superseded by a new request")  # no ERROR: it would go to the new one
         return False

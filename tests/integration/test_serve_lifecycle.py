@@ -18,7 +18,7 @@ import pytest
 
 from proxydhcp.dhcp.packet import MessageType
 from tests.integration import dhcpclient as dc
-from tests.integration.conftest import REPO, spawn_proxy, tftp_root
+from tests.integration.conftest import REPO, Proxy, spawn_proxy, tftp_root
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -190,3 +190,38 @@ def test_unprivileged_bind_says_what_is_needed(lab) -> None:
     assert proc.wait(20) == 2
     log = Path(proc.logfile).read_text()  # type: ignore[attr-defined]
     assert "needs root or CAP_NET_BIND_SERVICE" in log and "Traceback" not in log, log
+
+
+def test_unprivileged_with_only_cap_net_bind_service_answers_and_serves(lab) -> None:
+    # The model of examples/proxydhcp.service: started as an ordinary user whose only capability is
+    # CAP_NET_BIND_SERVICE (ambient), never root. It must bind 67/4011/69, answer and serve.
+    lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
+    root = tftp_root({"undionly.kpxe": b"unit-rom" * 250})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
+    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            "--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
+            "--bounding-set=-all,+net_bind_service", "--no-new-privs", sys.executable, "-m", "proxydhcp",
+            "serve", *FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)]  # fmt: skip
+    proc = lab.ns("pxe").spawn(argv, log="unit-model.log", env=env)
+    proxy = Proxy(lab.ns("pxe"), proc)
+    try:
+        proxy.wait_log("serving proxyDHCP")
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        nobody = subprocess.run(
+            ["id", "-u", "nobody"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert fields["Uid"].split() == [nobody] * 4
+        cap_net_bind_service = 1 << 10
+        assert int(fields["CapEff"], 16) == cap_net_bind_service, fields["CapEff"]
+        assert int(fields["CapBnd"], 16) == cap_net_bind_service, fields["CapBnd"]
+        ack = _ack(lab, 0xE11)
+        assert ack is not None and ack.packet is not None and ack.packet.file == b"ipxe.efi"
+        out = lab.ns("cli").run(
+            ["busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", "/dev/stdout", PXE], timeout=20
+        )
+        assert out.stdout == "unit-rom" * 250
+    finally:
+        proxy.node.stop(proc)
+        shutil.rmtree(root, ignore_errors=True)

@@ -341,6 +341,21 @@ def test_repeated_rrq_does_not_start_a_second_transfer(server: RunningServer) ->
     assert server.server.stats.started == 1
 
 
+def test_repeated_rrq_is_answered_at_once_at_most_once_per_interval(server: RunningServer) -> None:
+    """Under load the transfer's timer (1 s, then backoff) is too slow for a lost OACK: the running
+    transfer answers a repeat at once, one packet however many repeats (no amplification)."""
+    request = rrq(b"big.bin", options={"blksize": "1468"})
+    with client() as sock:
+        sock.sendto(request, ("127.0.0.1", server.port))
+        first = replies(sock, 0.1)
+        for _ in range(10):
+            sock.sendto(request, ("127.0.0.1", server.port))
+        again = replies(sock, 0.3)  # well before the transfer's own 1 s timer
+    assert len(first) == 1 and first[0][0][:2] == b"\0\6"
+    assert len(again) == 1 and again[0][0][:2] == b"\0\6" and again[0][1] == first[0][1]
+    assert server.server.stats.started == 1
+
+
 def test_rrq_again_after_a_size_probe_starts_at_once(server: RunningServer) -> None:
     """UEFI's tsize probe: OACK, ERROR, then the real RRQ, from the same port, straight away."""
     request = rrq(b"big.bin", options={"tsize": "0", "blksize": "1468"})
