@@ -91,12 +91,15 @@ class Proxy:
         return self.proc.returncode
 
 
-def spawn_proxy(lab: Lab, ns: str, args: Sequence[str], *, name: str = "proxydhcp") -> Proxy:
-    """Start `python -m proxydhcp serve ARGS` in namespace `ns` (no PROXYDHCP_* from our environment)."""
+def spawn_proxy(
+    lab: Lab, ns: str, args: Sequence[str], *, name: str = "proxydhcp", wrapper: Sequence[str] = ()
+) -> Proxy:
+    """Start `[WRAPPER] python -m proxydhcp serve ARGS` in namespace `ns` (no PROXYDHCP_* from our
+    environment); `wrapper` is e.g. a `setpriv ...` command line that runs it with fewer privileges."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
     env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     proc = lab.ns(ns).spawn(
-        [sys.executable, "-m", "proxydhcp", "serve", *args], log=f"{ns}-{name}.log", env=env
+        [*wrapper, sys.executable, "-m", "proxydhcp", "serve", *args], log=f"{ns}-{name}.log", env=env
     )
     return Proxy(lab.ns(ns), proc)
 

@@ -3,13 +3,11 @@ the one-line errors when a port is taken or privileges are missing."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from proxydhcp.dhcp.packet import MessageType
 from tests.integration import dhcpclient as dc
-from tests.integration.conftest import REPO, Proxy, spawn_proxy, tftp_root
+from tests.integration.conftest import spawn_proxy, tftp_root
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -127,6 +125,25 @@ def test_sigterm_lets_tftp_transfer_finish_then_exits_0(lab, start_proxy) -> Non
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _assert_nobody_with_caps(pid: int, caps: int) -> None:
+    """The process runs as nobody (real, effective, saved, fs uid) with exactly `caps` effective."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True, check=True).stdout.strip()
+    assert fields["Uid"].split() == [nobody] * 4
+    assert int(fields["CapEff"], 16) == caps, fields["CapEff"]
+    assert int(fields["CapPrm"], 16) & ~caps == 0, fields["CapPrm"]
+
+
+def _answers_and_serves(lab, xid: int, content: bytes) -> None:
+    """A 4011 ACK with the arch's file, then `undionly.kpxe` over TFTP (busybox) equal to `content`."""
+    ack = _ack(lab, xid)
+    assert ack is not None and ack.packet is not None and ack.packet.file == b"ipxe.efi"
+    fetch = ["busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", "/dev/stdout", PXE]
+    out = lab.ns("cli").run(fetch, timeout=20)
+    assert out.stdout == content.decode()
+
+
 def test_user_nobody_drops_root_and_still_serves(lab, start_proxy) -> None:
     lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
     root = tftp_root({"undionly.kpxe": b"pxe-rom" * 300})
@@ -135,25 +152,14 @@ def test_user_nobody_drops_root_and_still_serves(lab, start_proxy) -> None:
             "pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root), "--user", "nobody"]
         )
         proxy.wait_log("dropped privileges to nobody")
-        status = Path(f"/proc/{proxy.pid()}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        nobody = subprocess.run(
-            ["id", "-u", "nobody"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        assert fields["Uid"].split() == [nobody] * 4
-        assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
-        ack = _ack(lab, 0xE01)
-        assert ack is not None and ack.packet is not None and ack.packet.file == b"ipxe.efi"
-        out = lab.ns("cli").run(
-            ["busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", "/dev/stdout", PXE], timeout=20
-        )
-        assert out.stdout == "pxe-rom" * 300
+        _assert_nobody_with_caps(proxy.pid(), 0)
+        _answers_and_serves(lab, 0xE01, b"pxe-rom" * 300)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _serve_fails(lab, args: list[str]) -> str:
-    proxy = spawn_proxy(lab, "pxe", args, name="fail")
+def _serve_fails(lab, args: list[str], wrapper: list[str] | None = None) -> str:
+    proxy = spawn_proxy(lab, "pxe", args, name="fail", wrapper=wrapper or ())
     code = proxy.proc.wait(20)
     assert code == 2, proxy.log()
     return proxy.log()
@@ -181,14 +187,12 @@ def test_port_69_taken_suggests_no_tftp(lab, tmp_path: Path) -> None:
 
 def test_unprivileged_bind_says_what_is_needed(lab) -> None:
     lab.segment("10.77.0.0/24", {"pxe": PXE})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
-    env.update(PYTHONPATH=str(REPO))
     # Root without CAP_NET_BIND_SERVICE (this Python may not be readable by an ordinary user).
-    argv = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", sys.executable,
-            "-m", "proxydhcp", "serve", *FLAGS, "--subnet", "10.77.0.0/24", "--no-tftp"]  # fmt: skip
-    proc = lab.ns("pxe").spawn(argv, log="unprivileged.log", env=env)
-    assert proc.wait(20) == 2
-    log = Path(proc.logfile).read_text()  # type: ignore[attr-defined]
+    log = _serve_fails(
+        lab,
+        [*FLAGS, "--subnet", "10.77.0.0/24", "--no-tftp"],
+        wrapper=["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"],
+    )
     assert "needs root or CAP_NET_BIND_SERVICE" in log and "Traceback" not in log, log
 
 
@@ -196,32 +200,21 @@ def test_unprivileged_with_only_cap_net_bind_service_answers_and_serves(lab) -> 
     # The model of examples/proxydhcp.service: started as an ordinary user whose only capability is
     # CAP_NET_BIND_SERVICE (ambient), never root. It must bind 67/4011/69, answer and serve.
     lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
-    root = tftp_root({"undionly.kpxe": b"unit-rom" * 250})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+    content = b"unit-rom" * 250
+    root = tftp_root({"undionly.kpxe": content})
+    unit = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
             "--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
-            "--bounding-set=-all,+net_bind_service", "--no-new-privs", sys.executable, "-m", "proxydhcp",
-            "serve", *FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)]  # fmt: skip
-    proc = lab.ns("pxe").spawn(argv, log="unit-model.log", env=env)
-    proxy = Proxy(lab.ns("pxe"), proc)
+            "--bounding-set=-all,+net_bind_service", "--no-new-privs"]  # fmt: skip
+    proxy = spawn_proxy(
+        lab, "pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)], name="unit", wrapper=unit
+    )
     try:
         proxy.wait_log("serving proxyDHCP")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        nobody = subprocess.run(
-            ["id", "-u", "nobody"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        assert fields["Uid"].split() == [nobody] * 4
         cap_net_bind_service = 1 << 10
-        assert int(fields["CapEff"], 16) == cap_net_bind_service, fields["CapEff"]
-        assert int(fields["CapBnd"], 16) == cap_net_bind_service, fields["CapBnd"]
-        ack = _ack(lab, 0xE11)
-        assert ack is not None and ack.packet is not None and ack.packet.file == b"ipxe.efi"
-        out = lab.ns("cli").run(
-            ["busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l", "/dev/stdout", PXE], timeout=20
-        )
-        assert out.stdout == "unit-rom" * 250
+        _assert_nobody_with_caps(proxy.proc.pid, cap_net_bind_service)
+        status = Path(f"/proc/{proxy.proc.pid}/status").read_text()
+        assert f"CapBnd:\t{cap_net_bind_service:016x}" in status
+        _answers_and_serves(lab, 0xE11, content)
     finally:
-        proxy.node.stop(proc)
+        proxy.node.stop(proxy.proc)
         shutil.rmtree(root, ignore_errors=True)

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from proxydhcp.tftp.packet import BUSY_MESSAGE, ERROR_MESSAGES
-from tests.integration.tftp_fixtures import RunningServer, fetch, rrq, start_server, stop_server
+from tests.integration.tftp_fixtures import (
+    RunningServer,
+    client,
+    fetch,
+    replies,
+    rrq,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,27 +48,9 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         stop_server(running)
 
 
-def client(address: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((address, 0))
-    return sock
-
-
 def collect(sock: socket.socket, seconds: float) -> list[bytes]:
     """Every datagram arriving within `seconds` (bounded: at most 100,000)."""
-    got: list[bytes] = []
-    deadline = time.monotonic() + seconds
-    sock.setblocking(False)
-    while len(got) < 100_000:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock], [], [], left)[0]:
-            break
-        while True:
-            try:
-                got.append(sock.recv(70000))
-            except BlockingIOError:
-                break
-    return got
+    return [data for data, _ in replies(sock, seconds, limit=100_000)]
 
 
 def first_reply(sock: socket.socket, wait: float = 2.0) -> bytes | None:

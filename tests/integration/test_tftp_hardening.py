@@ -8,7 +8,6 @@ import asyncio
 import gc
 import logging
 import os
-import select
 import socket
 import struct
 import subprocess
@@ -22,7 +21,15 @@ import pytest
 
 from proxydhcp.log import TextFormatter
 from proxydhcp.tftp.server import TftpConfig, TftpServer
-from tests.integration.tftp_fixtures import RunningServer, fetch, rrq, start_server, stop_server
+from tests.integration.tftp_fixtures import (
+    RunningServer,
+    client,
+    fetch,
+    replies,
+    rrq,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,29 +48,6 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         stop_server(running)
-
-
-def client(address: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((address, 0))
-    return sock
-
-
-def replies(sock: socket.socket, seconds: float) -> list[tuple[bytes, tuple[str, int]]]:
-    """Every datagram arriving within `seconds` (bounded)."""
-    got: list[tuple[bytes, tuple[str, int]]] = []
-    deadline = time.monotonic() + seconds
-    sock.setblocking(False)
-    while len(got) < 10_000:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock], [], [], left)[0]:
-            break
-        while True:
-            try:
-                got.append(sock.recvfrom(70000))
-            except BlockingIOError:
-                break
-    return got
 
 
 def start_transfer(server: RunningServer, name: bytes = b"big.bin") -> tuple[socket.socket, tuple[str, int]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import struct
 import threading
@@ -187,3 +188,27 @@ def fetch(
                 return Fetched(bytes(received), oack, peer[1])
     finally:
         sock.close()
+
+
+def client(address: str = "127.0.0.1") -> socket.socket:
+    """A UDP socket on `address`, any port: one test client TID."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
+    return sock
+
+
+def replies(sock: socket.socket, seconds: float, limit: int = 10_000) -> list[tuple[bytes, tuple[str, int]]]:
+    """Every datagram (with its source) arriving within `seconds`, at most `limit` of them."""
+    got: list[tuple[bytes, tuple[str, int]]] = []
+    deadline = time.monotonic() + seconds
+    sock.setblocking(False)
+    while len(got) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            break
+        while len(got) < limit:
+            try:
+                got.append(sock.recvfrom(70000))
+            except BlockingIOError:
+                break
+    return got
