@@ -92,6 +92,10 @@ class DecisionRecord:
     def text_fields(self) -> str:
         """`log.text_pairs(self.fields())`, rendered without the intermediate dict (every packet's line
         at info goes through here)."""
+        if self.outcome is Outcome.ANSWER and self.reason is None and self.delay_ms is None:
+            line = _answer_text(self)
+            if line is not None:
+                return line
         values = _get_fields(self)
         pairs = [f"outcome={values[0].value}", f"stage={values[1].value}"]
         for key, value in zip(_FIELD_NAMES[2:], values[2:], strict=True):
@@ -101,7 +105,7 @@ class DecisionRecord:
                 pairs.append(f"xid=0x{value:08x}")
                 continue
             text = value if type(value) is str else str(value)  # log.text_value, inlined
-            if not text or " " in text or '"' in text:
+            if not text or " " in text or '"' in text or not text.isprintable():
                 text = encode_basestring_ascii(text)
             pairs.append(f"{key}={text}")
         return " ".join(pairs)
@@ -109,6 +113,49 @@ class DecisionRecord:
 
 _FIELD_NAMES = tuple(f.name for f in dataclass_fields(DecisionRecord))
 _get_fields = attrgetter(*_FIELD_NAMES)
+
+
+def _quoted(text: str) -> str:
+    """A text value as `log.text_value` writes it: bare unless empty, unprintable or holding a space
+    or quote."""
+    if not text or " " in text or '"' in text or not text.isprintable():
+        return encode_basestring_ascii(text)
+    return text
+
+
+# An answer's line is mostly the decision, which a boot storm repeats: (port, iface, msg_type, arch,
+# subnet, boot_file, server, rule) → the rendered text around the per-client source, mac, xid and
+# destination. Bounded.
+_ANSWER_PARTS: dict[tuple[object, ...], tuple[str, str, str]] = {}
+_ANSWER_PARTS_MAX = 256
+
+
+def _answer_text(rec: DecisionRecord) -> str | None:
+    """`text_fields` of an answer with every field but reason and delay_ms set; None otherwise."""
+    mac, xid, destination = rec.mac, rec.xid, rec.destination
+    key = (rec.stage, rec.port, rec.iface, rec.msg_type, rec.arch, rec.subnet, rec.boot_file, rec.server,
+           rec.rule)  # fmt: skip
+    parts = _ANSWER_PARTS.get(key)
+    if parts is None:
+        if None in key:
+            return None
+        stage, port, iface, msg_type, arch, subnet, boot_file, server, rule = key
+        parts = (
+            f"outcome={Outcome.ANSWER.value} stage={stage.value} port={port} iface={_quoted(str(iface))}",
+            f"msg_type={_quoted(str(msg_type))} arch={_quoted(str(arch))} subnet={_quoted(str(subnet))} "
+            f"boot_file={_quoted(str(boot_file))} server={_quoted(str(server))}",
+            f"rule={_quoted(str(rule))}",
+        )
+        if len(_ANSWER_PARTS) >= _ANSWER_PARTS_MAX:
+            _ANSWER_PARTS.clear()
+        _ANSWER_PARTS[key] = parts
+    if mac is None or xid is None or destination is None:
+        return None
+    head, middle, tail = parts
+    return (
+        f"{head} source={_quoted(rec.source)} mac={_quoted(mac)} xid=0x{xid:08x} {middle} "
+        f"destination={_quoted(destination)} {tail}"
+    )
 
 
 # Subnet misses are logged at debug (DESIGN.md §2): a proxy serving one subnet on a shared segment

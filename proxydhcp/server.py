@@ -29,6 +29,7 @@ from proxydhcp.endpoint import RECV_BATCH, Ancillary, DhcpEndpoint, Local, Warni
 from proxydhcp.errors import ConfigError
 from proxydhcp.events import DecisionRecord, Outcome, Stage
 from proxydhcp.log import flush_logs, setup_logging
+from proxydhcp.memo import ReplyMemo
 from proxydhcp.pipeline import Verdict, ip_text, process_datagram
 from proxydhcp.privileges import PrivilegeError, drop_privileges
 from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT
@@ -91,6 +92,7 @@ class ProxyDhcpService:
         self.listeners: list[DhcpEndpoint] = []
         self.tftp: TftpServer | None = None
         self.serving = False
+        self.memo = ReplyMemo(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_start: list[Callable[[tuple[str, int], str], None]] = []
         self.on_transfer: list[Callable[[TransferStats], None]] = []
@@ -107,16 +109,28 @@ class ProxyDhcpService:
         settings = self.settings  # one consistent snapshot even if SIGHUP swaps it meanwhile
         if local is None:
             local = endpoint.default
+        port, iface, receiver = endpoint.port, endpoint.iface.name, local.receiver
         try:
-            verdict = process_datagram(
-                data, source, port=endpoint.port, iface=endpoint.iface.name, receiver=local.receiver,
-                settings=settings,
-            )  # fmt: skip
-            reply, destination, rec = verdict
-            if reply is not None and destination is not None:
-                dest = (ip_text(destination.address), destination.port)
+            memo = self.memo
+            if memo.settings is not settings:  # reloaded: what was learned may no longer hold
+                memo = self.memo = ReplyMemo(settings)
+            # A request shaped like one already answered (a boot storm of identical machines) gets
+            # that answer with its own xid, MAC, UUID and address patched in; else the pipeline.
+            hit = memo.answer(data, source, port, iface, receiver)
+            reply: bytes | None
+            dest: tuple[str, int] | None
+            if hit is not None:
+                reply, dest, rec = hit
+            else:
+                verdict = process_datagram(
+                    data, source, port=port, iface=iface, receiver=receiver, settings=settings
+                )
+                memo.learn(data, source, port, iface, receiver, verdict)
+                reply, destination, rec = verdict
+                dest = None if destination is None else (ip_text(destination.address), destination.port)
+            if reply is not None and dest is not None:
                 delay = settings.server.reply_delay_ms
-                if delay and endpoint.port == DHCP_PORT and self._loop is not None:
+                if delay and port == DHCP_PORT and self._loop is not None:
                     self._loop.call_later(
                         delay / 1000, self._send_later, endpoint, reply, dest, local.ancillary
                     )
@@ -127,8 +141,8 @@ class ProxyDhcpService:
             rec = DecisionRecord(
                 Outcome.ERROR,
                 Stage.POLICY,
-                port=endpoint.port,
-                iface=endpoint.iface.name,
+                port=port,
+                iface=iface,
                 source=f"{source[0]}:{source[1]}",
                 reason=f"internal error: {type(exc).__name__}: {exc}",
             )

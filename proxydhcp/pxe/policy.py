@@ -119,6 +119,15 @@ def _tables(settings: Settings) -> _Tables:
     return tables
 
 
+def subnet_index(settings: Settings, address: int) -> int:
+    """Which enabled subnet `address` (as an int) falls in, as its position in the lookup order;
+    -1 if none. The same choice `decide` makes (`memo` keys requests on it)."""
+    for i, (network, mask, _, _) in enumerate(_tables(settings).subnets):
+        if address & mask == network:
+            return i
+    return -1
+
+
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
     tables = _tables(settings)
     address = client_address(client, receiver)

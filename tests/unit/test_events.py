@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxydhcp import events
 from proxydhcp.events import Counters, DecisionRecord, Outcome, Stage, reason_key
@@ -81,3 +83,26 @@ def test_record_logs_counts_and_feeds_sinks(caplog: pytest.LogCaptureFixture) ->
 def test_text_fields_equal_the_generic_rendering(rec: DecisionRecord) -> None:
     assert rec.text_fields() == text_pairs(rec.fields())
     assert list(rec.fields())[:5] == ["outcome", "stage", "port", "iface", "source"]  # declaration order
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(list(Stage)),
+    st.integers(0, 65535),
+    st.lists(st.one_of(st.none(), _TEXT), min_size=10, max_size=10),
+    st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)),
+)
+def test_answer_lines_equal_the_generic_rendering(
+    stage: Stage, port: int, texts: list[str | None], xid: int | None
+) -> None:
+    """Answers render through a cache of their repeated parts; any field may be empty, quoted or absent."""
+    iface, source, mac, msg_type, arch, subnet, boot_file, server, destination, rule = texts
+    for _ in range(2):  # the first renders and caches the parts, the second uses them
+        rec = DecisionRecord(
+            Outcome.ANSWER, stage, port, iface or "eth0", source or "10.0.0.2:68", mac, xid, msg_type, arch,
+            subnet, None, boot_file, server, destination, rule,
+        )  # fmt: skip
+        assert rec.text_fields() == text_pairs(rec.fields())

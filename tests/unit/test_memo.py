@@ -1,0 +1,321 @@
+"""The reply memo answers exactly as the full pipeline does, or not at all.
+
+Every answered request of the fixture captures is learned, then replayed as other machines of the same
+model would send it (other xid, secs, MAC, UUID, client id, address, source) and as arbitrary byte
+mutations; each memo answer must equal `process_datagram`'s reply, destination and record.
+"""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import dpkt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxydhcp.config import Settings
+from proxydhcp.memo import MAX_ENTRIES, Answer, ReplyMemo
+from proxydhcp.pipeline import ip_text, process_datagram
+from proxydhcp.pxe.policy import Receiver
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+CAPTURES = (
+    "netboot-dhcp.pcap",
+    "a-bios-ipxe-dnsmasq-proxy.pcap",
+    "b-uefi-edk2-dnsmasq-proxy.pcap",
+    "c-bios-no-proxy-fails.pcap",
+    "edk2-bz17-uefi-decline.pcapng",
+    "edk2-bz387-uefi-4011-unanswered.pcapng",
+    "tcpdump-dhcp-rfc3004.pcap",
+)
+HOST_MAC = "02:00:00:00:00:07"
+
+CONFIGS = {
+    "subnets": Settings.model_validate(
+        {
+            # Two halves of the address space, and a more specific subnet with its own table and server.
+            "subnet": [
+                {"cidr": "0.0.0.0/1"},
+                {"cidr": "128.0.0.0/1"},
+                {"cidr": "10.0.0.0/8", "next_server": "10.9.9.9", "boot": {"efi-x64": "ten.efi"}},
+            ],
+            "boot": {
+                "bios": "undionly.kpxe",
+                "efi-x64": "ipxe.efi",
+                "efi-arm64": "arm64.efi",
+                "ipxe": "boot.ipxe",
+            },
+            "host": [{"mac": HOST_MAC, "boot_file": "host.efi"}],
+        }
+    ),
+    "direct-uefi": Settings.model_validate(
+        {
+            "subnet": [{"cidr": "0.0.0.0/0"}],
+            "boot": {"bios": "undionly.kpxe", "efi-x64": "ipxe.efi", "efi-ia32": "i386.efi"},
+            "server": {"uefi_mode": {"default": "direct"}, "server_ip": "192.0.2.10"},
+        }
+    ),
+}
+RECEIVERS = (
+    Receiver(IPv4Address("192.168.1.2"), IPv4Network("192.168.1.0/24")),
+    Receiver(IPv4Address("10.1.0.2"), IPv4Network("10.1.0.0/16")),
+)
+
+Frame = tuple[bytes, int, tuple[str, int]]  # payload, logical port, source
+
+
+def _frames() -> list[Frame]:
+    out: list[Frame] = []
+    for name in CAPTURES:
+        path = FIXTURES / name
+        with path.open("rb") as handle:
+            reader = dpkt.pcapng.Reader(handle) if path.suffix == ".pcapng" else dpkt.pcap.Reader(handle)
+            for _, raw in reader:
+                ip = dpkt.ethernet.Ethernet(raw).data
+                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
+                    continue
+                udp = ip.data
+                if udp.dport in (67, 4011) and udp.sport in (68, 4011):
+                    out.append((bytes(udp.data), udp.dport, (ip_text(IPv4Address(ip.src)), udp.sport)))
+    return out
+
+
+FRAMES = _frames()
+
+
+def _full(frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
+    data, port, source = frame
+    reply, destination, record = process_datagram(
+        data, source, port=port, iface="eth0", receiver=receiver, settings=config
+    )
+    if reply is None or destination is None:
+        return None
+    return Answer(reply, (ip_text(destination.address), destination.port), record)
+
+
+def _learn(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> None:
+    data, port, source = frame
+    verdict = process_datagram(data, source, port=port, iface="eth0", receiver=receiver, settings=config)
+    memo.learn(data, source, port, "eth0", receiver, verdict)
+
+
+def _check(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
+    """The memo's answer, after checking it is the pipeline's (or that it declined)."""
+    data, port, source = frame
+    got = memo.answer(data, source, port, "eth0", receiver)
+    if got is not None:
+        assert got == _full(frame, config, receiver)
+    return got
+
+
+def _option_value_at(data: bytes, code: int) -> int:
+    """Offset of option `code`'s value in the options area, -1 if absent (a proper walk)."""
+    i = 240
+    while i < len(data):
+        c = data[i]
+        if c == 255:
+            return -1
+        if c == 0:
+            i += 1
+            continue
+        if c == code:
+            return i + 2
+        i += 2 + data[i + 1]
+    return -1
+
+
+def _sibling(frame: Frame, rng: random.Random, mac: bytes | None = None) -> Frame:
+    """The same request from another machine of the same model."""
+    data, port, source = frame
+    b = bytearray(data)
+    b[4:8] = rng.randbytes(4)  # xid
+    b[8:10] = rng.randbytes(2)  # secs
+    new_mac = mac if mac is not None else b"\x02" + rng.randbytes(5)
+    b[28:34] = new_mac
+    uuid = _option_value_at(data, 97)
+    if uuid >= 0 and data[uuid - 1] == 17:
+        b[uuid + 1 : uuid + 17] = rng.randbytes(16)
+    cid = _option_value_at(data, 61)
+    if cid >= 0 and data[cid - 1] == 7 and data[cid] == 1:
+        b[cid + 1 : cid + 7] = new_mac
+    if port == 4011 and data[12:16] != bytes(4):
+        b[15] = rng.randrange(1, 255)  # another address, most often in the same subnet
+    src_ip, src_port = source
+    if port == 4011 and src_ip != "0.0.0.0":
+        head, _, _ = src_ip.rpartition(".")
+        src_ip = f"{head}.{rng.randrange(1, 255)}"
+    return bytes(b), port, (src_ip, src_port)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("receiver", RECEIVERS, ids=lambda r: str(r.local_ip))
+def test_other_machines_of_a_learned_shape_get_the_pipelines_answer(name: str, receiver: Receiver) -> None:
+    config = CONFIGS[name]
+    rng = random.Random(f"{name}{receiver.local_ip}")
+    memo = ReplyMemo(config)
+    answered = [f for f in FRAMES if _full(f, config, receiver) is not None]
+    assert len(answered) >= 8
+    hits = 0
+    for frame in answered:
+        _learn(memo, frame, config, receiver)
+        assert _check(memo, frame, config, receiver) is not None  # the learned request itself
+        for _ in range(20):
+            if _check(memo, _sibling(frame, rng), config, receiver) is not None:
+                hits += 1
+    # Most siblings hit (a 4011 sibling whose new address falls in another subnet does not).
+    assert hits >= len(answered) * 20 * 0.6
+    assert memo.hits >= hits
+
+
+def test_both_ports_are_memoised_with_their_own_destinations() -> None:
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    rng = random.Random(1)
+    memo = ReplyMemo(config)
+    ports = set()
+    for frame in FRAMES:
+        if _full(frame, config, receiver) is None:
+            continue
+        _learn(memo, frame, config, receiver)
+        sibling = _sibling(frame, rng)
+        got = _check(memo, sibling, config, receiver)
+        if got is not None:
+            ports.add(frame[1])
+            if frame[1] == 4011:
+                assert got.dest[0] in (sibling[2][0], ip_text(IPv4Address(sibling[0][12:16])))
+                assert got.reply[12:16] == sibling[0][12:16]  # the ACK carries its own ciaddr
+            assert got.reply[4:8] == sibling[0][4:8]
+            assert got.record.mac == sibling[0][28:34].hex(":")
+    assert ports == {67, 4011}
+
+
+def test_a_host_entry_is_never_answered_from_the_memo() -> None:
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    memo = ReplyMemo(config)
+    host = bytes.fromhex(HOST_MAC.replace(":", ""))
+    rng = random.Random(2)
+    checked = 0
+    for frame in FRAMES:
+        if _full(frame, config, receiver) is None:
+            continue
+        _learn(memo, frame, config, receiver)
+        as_host = _sibling(frame, rng, mac=host)
+        assert memo.answer(as_host[0], as_host[2], as_host[1], "eth0", receiver) is None
+        full = _full(as_host, config, receiver)
+        assert full is not None and full.record.rule == f"host {HOST_MAC}"
+        checked += 1
+    assert checked
+
+
+def test_another_receiver_iface_or_port_is_another_shape() -> None:
+    config = CONFIGS["subnets"]
+    frame = next(f for f in FRAMES if f[1] == 67 and _full(f, config, RECEIVERS[0]) is not None)
+    memo = ReplyMemo(config)
+    _learn(memo, frame, config, RECEIVERS[0])
+    data, port, source = frame
+    assert memo.answer(data, source, port, "eth0", RECEIVERS[0]) is not None
+    assert memo.answer(data, source, port, "eth0", RECEIVERS[1]) is None
+    assert memo.answer(data, source, port, "eth1", RECEIVERS[0]) is None
+    assert memo.answer(data, source, 4011, "eth0", RECEIVERS[0]) is None
+    # An equal but distinct receiver object is not the one learned with (ids are keys).
+    twin = Receiver(RECEIVERS[0].local_ip, RECEIVERS[0].local_network)
+    assert memo.answer(data, source, port, "eth0", twin) is None
+
+
+def test_ignored_packets_are_not_learned_and_the_memo_is_bounded() -> None:
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    memo = ReplyMemo(config)
+    for frame in FRAMES:
+        if _full(frame, config, receiver) is None:
+            _learn(memo, frame, config, receiver)
+    assert len(memo) == 0
+    frame = next(f for f in FRAMES if f[1] == 67 and _full(f, config, receiver) is not None)
+    data, port, source = frame
+    for i in range(MAX_ENTRIES + 10):  # distinct shapes: a changed hops byte each
+        shaped = data[:3] + bytes([i % 256]) + data[4:44] + bytes([i // 256]) + data[45:]
+        verdict = process_datagram(
+            shaped, source, port=port, iface="eth0", receiver=receiver, settings=config
+        )
+        memo.learn(shaped, source, port, "eth0", receiver, verdict)
+        assert len(memo) <= MAX_ENTRIES
+
+
+def test_every_single_byte_change_is_answered_as_the_pipeline_does_or_left_to_it() -> None:
+    """Each byte of each answered request changed in turn (a low and a high bit): flags, hops, giaddr,
+    sname, option codes and lengths... whatever the memo still answers is the pipeline's answer."""
+    for config in CONFIGS.values():
+        receiver = RECEIVERS[0]
+        for frame in FRAMES:
+            if _full(frame, config, receiver) is None:
+                continue
+            memo = ReplyMemo(config)
+            _learn(memo, frame, config, receiver)
+            data, port, source = frame
+            for at in range(len(data)):
+                for bit in (0x01, 0x80):
+                    changed = data[:at] + bytes([data[at] ^ bit]) + data[at + 1 :]
+                    _check(memo, (changed, port, source), config, receiver)
+
+
+def _at(data: bytes, offset: int, value: bytes) -> bytes:
+    return data[:offset] + value + data[offset + len(value) :]
+
+
+def test_a_4011_client_in_another_subnet_or_without_any_address_is_not_answered_as_learned() -> None:
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    frame = next(f for f in FRAMES if f[1] == 4011 and _full(f, config, receiver) is not None)
+    data, port, _ = frame
+    # Learned from a client whose address (its ciaddr) is in 10.0.0.0/8, which has its own table.
+    ten = _at(data, 12, bytes([10, 1, 2, 3]))
+    memo = ReplyMemo(config)
+    _learn(memo, (ten, port, ("10.1.2.3", 4011)), config, receiver)
+    assert _check(memo, (_at(ten, 12, bytes([10, 9, 8, 7])), port, ("10.9.8.7", 4011)), config, receiver)
+    # Its twin in 11.0.0.0 (subnet 0.0.0.0/1: another boot table and server) is another shape.
+    eleven = (_at(ten, 12, bytes([11, 1, 2, 3])), port, ("11.1.2.3", 4011))
+    assert memo.answer(eleven[0], eleven[2], port, "eth0", receiver) is None
+    assert _full(eleven, config, receiver) != _full((ten, port, ("10.1.2.3", 4011)), config, receiver)
+    # No ciaddr: the source places it. Learned from 11.1.2.3; from 0.0.0.0 there is nowhere to answer.
+    bare = _at(data, 12, bytes(4))
+    memo = ReplyMemo(config)
+    _learn(memo, (bare, port, ("11.1.2.3", 4011)), config, receiver)
+    assert _check(memo, (bare, port, ("11.7.7.7", 4011)), config, receiver) is not None
+    assert _check(memo, (bare, port, ("10.7.7.7", 4011)), config, receiver) is None  # other subnet
+    assert _full((bare, port, ("0.0.0.0", 4011)), config, receiver) is None
+    assert memo.answer(bare, ("0.0.0.0", 4011), port, "eth0", receiver) is None
+
+
+ANSWERED = [
+    (frame, name, i)
+    for name, config in CONFIGS.items()
+    for i, receiver in enumerate(RECEIVERS)
+    for frame in FRAMES
+    if _full(frame, config, receiver) is not None
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(ANSWERED),
+    st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=6),
+    st.sampled_from(["keep", "zero", "other"]),
+    st.integers(1, 65535),
+)
+def test_any_mutation_is_answered_as_the_pipeline_does_or_left_to_it(
+    case: tuple[Frame, str, int], edits: list[tuple[int, int]], source_kind: str, source_port: int
+) -> None:
+    """Bytes changed anywhere (masked fields, option codes and lengths, padding...), another source:
+    whatever the memo answers is exactly the pipeline's answer."""
+    frame, name, i = case
+    config, receiver = CONFIGS[name], RECEIVERS[i]
+    memo = ReplyMemo(config)
+    _learn(memo, frame, config, receiver)
+    data, port, source = frame
+    mutated = bytearray(data)
+    for at, value in edits:
+        if at < len(mutated):
+            mutated[at] = value
+    sources = {"keep": source, "zero": ("0.0.0.0", source_port), "other": ("10.200.3.4", source_port)}
+    src = sources[source_kind]
+    _check(memo, (bytes(mutated), port, src), config, receiver)
