@@ -23,7 +23,7 @@ position is in the key, so it only ever matches requests laid out the same way.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
 from proxydhcp.events import DecisionRecord
@@ -31,9 +31,15 @@ from proxydhcp.pipeline import Verdict, ip_text
 from proxydhcp.pxe.classify import DHCP_PORT
 from proxydhcp.pxe.policy import Receiver, subnet_index
 
-__all__ = ["MAX_ENTRIES", "Answer", "ReplyMemo"]
+__all__ = ["COLD_SKIP", "MAX_ENTRIES", "WINDOW", "Answer", "ReplyMemo"]
 
 MAX_ENTRIES = 1024  # shapes remembered; a flood of distinct shapes clears it, costing only misses
+# Traffic whose shapes do not repeat (every request different, or none of it answered) pays the key
+# for nothing: when fewer than 1 in COLD_SHARE lookups of a WINDOW hit, the next COLD_SKIP requests
+# go straight to the pipeline, then the memo tries again.
+WINDOW = 1024
+COLD_SHARE = 8
+COLD_SKIP = 8192
 
 _FIXED = 240  # BOOTP header + magic cookie: options start here
 _UUID = b"a\x11\x00"  # option 97, length 17, type 0: the 16-byte GUID follows
@@ -66,6 +72,11 @@ class ReplyMemo:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hits = 0
+        self.skipping = 0  # requests left to send straight to the pipeline (cold traffic)
+        self._lookups = 0  # in the current window
+        self._window_hits = 0
+        # The last missed request, its context and key: (data, source, port, iface, receiver, key).
+        self._missed: tuple[object, ...] | None = None
         self._entries: dict[tuple[object, ...], _Entry] = {}
         self._host_macs = frozenset(bytes.fromhex(h.mac.replace(":", "")) for h in settings.host)
 
@@ -103,13 +114,23 @@ class ReplyMemo:
     def answer(self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver
                ) -> Answer | None:  # fmt: skip
         """The pipeline's answer to `data` if its shape was learned, else None (run the pipeline)."""
+        if self.skipping:
+            self.skipping -= 1
+            return None
+        self._lookups += 1
+        if self._lookups >= WINDOW:
+            if self._window_hits * COLD_SHARE < self._lookups:
+                self.skipping = COLD_SKIP
+            self._lookups = self._window_hits = 0
         found = self._key(data, source, port, iface, receiver)
+        self._missed = (data, source, port, iface, receiver, found)  # a miss: `learn` reuses the key
         if found is None:
             return None
-        key, uuid, _ = found
-        entry = self._entries.get(key)
+        entry = self._entries.get(found[0])
         if entry is None or entry.receiver is not receiver:
             return None
+        self._missed = None
+        _, uuid, _ = found
         t = entry.template
         ciaddr = data[12:16] if entry.ciaddr_copied else t[12:16]
         parts = [t[:4], data[4:8], t[8:12], ciaddr, t[16:28], data[28:34]]
@@ -135,15 +156,20 @@ class ReplyMemo:
             dest_text, r.rule,
         )  # fmt: skip
         self.hits += 1
+        self._window_hits += 1
         return Answer(reply, dest, record)
 
     def learn(self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver,
               verdict: Verdict) -> None:  # fmt: skip
         """Keep the pipeline's answer to `data` as the template of its shape."""
         reply, destination, record = verdict
-        if reply is None or destination is None or record.delay_ms is not None:
+        missed, self._missed = self._missed, None
+        if reply is None or destination is None or record.delay_ms is not None or self.skipping:
             return
-        found = self._key(data, source, port, iface, receiver)
+        if missed is not None and missed[:5] == (data, source, port, iface, receiver) and missed[0] is data:
+            found = cast("tuple[tuple[object, ...], int, int] | None", missed[5])
+        else:
+            found = self._key(data, source, port, iface, receiver)
         if found is None:
             return
         key, uuid, _ = found

@@ -33,7 +33,8 @@ static struct {
     int count, inflight, timeout_ms, retries, arch;
     unsigned seed;
     double deadline;
-} opt = {NULL, NULL, "0.0.0.0", "discover", 1000, 64, 1000, 2, 0, 1, 60.0};
+    int distinct; /* 1: every request has its own option 12, so no two share a shape (a cold memo) */
+} opt = {NULL, NULL, "0.0.0.0", "discover", 1000, 64, 1000, 2, 0, 1, 60.0, 0};
 
 static struct req *reqs;
 static double *lat;
@@ -98,6 +99,11 @@ static size_t build(int i, uint8_t *p) {
     char vc[40];
     int vl = snprintf(vc, sizeof vc, "PXEClient:Arch:%05d:UNDI:002001", opt.arch);
     p[n++] = 60; p[n++] = (uint8_t)vl; memcpy(p + n, vc, (size_t)vl); n += (size_t)vl;
+    if (opt.distinct) { /* a host name of its own (option 12): no two requests share a shape */
+        char hn[16];
+        int hl = snprintf(hn, sizeof hn, "pxe-%08x", (unsigned)i);
+        p[n++] = 12; p[n++] = (uint8_t)hl; memcpy(p + n, hn, (size_t)hl); n += (size_t)hl;
+    }
     if (request_mode) { /* boot server type 0x8000 (dnsmasq's first pxe-service), layer 0 */
         const uint8_t o43[] = {43, 7, 71, 4, 0x80, 0x00, 0x00, 0x00, 255};
         memcpy(p + n, o43, sizeof o43);
@@ -162,7 +168,7 @@ static int cmp(const void *a, const void *b) {
 static void usage(void) {
     fprintf(stderr, "usage: pxeload --server IP [--iface IF] [--mode discover|request] [--client-ip IP]\n"
                     "  [--count N] [--inflight K] [--timeout-ms T] [--retries R] [--arch A] [--seed S]\n"
-                    "  [--deadline S]\n");
+                    "  [--deadline S] [--distinct-shapes 0|1]\n");
     exit(2);
 }
 
@@ -180,6 +186,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--arch")) opt.arch = atoi(v);
         else if (!strcmp(a, "--seed")) opt.seed = (unsigned)atoi(v);
         else if (!strcmp(a, "--deadline")) opt.deadline = atof(v);
+        else if (!strcmp(a, "--distinct-shapes")) opt.distinct = atoi(v);
         else usage();
     }
     if (argc % 2 == 0 || !opt.server || opt.count < 1 || opt.inflight < 1 || opt.count > (1 << 24)) usage();

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxydhcp.config import Settings
-from proxydhcp.memo import MAX_ENTRIES, Answer, ReplyMemo
+from proxydhcp.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from proxydhcp.pipeline import ip_text, process_datagram
 from proxydhcp.pxe.policy import Receiver
 
@@ -319,3 +319,38 @@ def test_any_mutation_is_answered_as_the_pipeline_does_or_left_to_it(
     sources = {"keep": source, "zero": ("0.0.0.0", source_port), "other": ("10.200.3.4", source_port)}
     src = sources[source_kind]
     _check(memo, (bytes(mutated), port, src), config, receiver)
+
+
+def test_cold_traffic_goes_straight_to_the_pipeline_for_a_while_then_the_memo_tries_again() -> None:
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    frame = next(f for f in FRAMES if f[1] == 67 and _full(f, config, receiver) is not None)
+    data, port, source = frame
+    memo = ReplyMemo(config)
+    _learn(memo, frame, config, receiver)
+    # A window of requests that never repeat a shape (each with another hops byte and sname).
+    for i in range(WINDOW):
+        cold = data[:3] + bytes([i % 256]) + data[4:44] + bytes([1 + i // 256]) + data[45:]
+        assert memo.answer(cold, source, port, "eth0", receiver) is None
+    assert memo.skipping == COLD_SKIP
+    assert memo.answer(data, source, port, "eth0", receiver) is None  # skipped, though learned
+    _learn(memo, frame, config, receiver)  # nor learned meanwhile
+    for _ in range(COLD_SKIP - 1):
+        memo.answer(data, source, port, "eth0", receiver)
+    assert memo.skipping == 0
+    assert _check(memo, frame, config, receiver) is not None
+
+
+def test_learn_never_reuses_the_key_of_another_context() -> None:
+    """`learn` reuses the key of the request `answer` just missed, only if it is the same request."""
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    frame = next(f for f in FRAMES if f[1] == 4011 and _full(f, config, receiver) is not None)
+    data, port, _ = frame
+    ten = _at(data, 12, bytes(4))
+    memo = ReplyMemo(config)
+    assert memo.answer(ten, ("10.1.2.3", 4011), port, "eth0", receiver) is None  # subnet 10.0.0.0/8
+    verdict = process_datagram(
+        ten, ("11.1.2.3", 4011), port=port, iface="eth0", receiver=receiver, settings=config
+    )
+    memo.learn(ten, ("11.1.2.3", 4011), port, "eth0", receiver, verdict)  # learned for 0.0.0.0/1
+    assert _check(memo, (ten, port, ("11.4.4.4", 4011)), config, receiver) is not None
+    assert _check(memo, (ten, port, ("10.4.4.4", 4011)), config, receiver) is None
