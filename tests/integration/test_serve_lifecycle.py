@@ -84,6 +84,14 @@ def test_sighup_reload_adds_subnet_and_refuses_bad_config(lab, start_proxy, tmp_
     proxy.wait_log("reload refused", "no subnet", after=mark)
     ack = _ack(lab, 0xD04)
     assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+
+    # D02-D04 share one shape, so the reply memo answers them; a reload must not leave it answering.
+    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "newer.efi" }\n')
+    mark = len(proxy.log())
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("configuration reloaded", after=mark)
+    ack = _ack(lab, 0xD05)
+    assert ack is not None and ack.packet is not None and ack.packet.file == b"newer.efi"
     assert proxy.proc.poll() is None
 
 

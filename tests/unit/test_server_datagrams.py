@@ -259,3 +259,37 @@ def test_an_answer_record_carries_the_decision() -> None:
     )
     assert rec.server == "10.77.0.2" and rec.destination == "255.255.255.255:68 (broadcast)"
     assert rec.source == "0.0.0.0:68" and rec.boot_file == "undionly.kpxe" and rec.xid == 0x9B4E0557
+
+
+def test_the_reply_memo_answers_a_known_shape_and_forgets_it_when_settings_change() -> None:
+    """The service answers a request shaped like an earlier one from its memo; new settings (a reload
+    swaps them whole) start a new memo, so the next one gets the new boot file."""
+    from tests.integration.dhcpclient import request4011
+
+    def settings(boot_file: str) -> Settings:
+        return Settings.model_validate({"subnet": [{"cidr": "127.0.0.0/8"}], "boot": {"efi-x64": boot_file}})
+
+    service = server.ProxyDhcpService(settings("one.efi"))
+    service.serving = True
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    endpoint = server.DhcpEndpoint(service, LO, 4011, sock)
+    client = _client()
+    source = client.getsockname()
+
+    def ask(xid: int) -> bytes:
+        data = request4011(f"52:54:00:11:00:{xid:02x}", xid, ciaddr="127.0.0.1", arch=7).encode()
+        service.handle(endpoint, data, source, endpoint.default)
+        reply = client.recv(2048)
+        assert reply[4:8] == xid.to_bytes(4, "big") and reply[28:34] == data[28:34]
+        return reply[108:236].rstrip(b"\0")  # the header's file field
+
+    try:
+        assert ask(1) == b"one.efi" and service.memo.hits == 0
+        assert ask(2) == b"one.efi" and service.memo.hits == 1  # same shape: from the memo
+        service.settings = settings("two.efi")
+        assert ask(3) == b"two.efi"
+        assert ask(4) == b"two.efi" and service.memo.hits == 1  # the new memo's first hit
+    finally:
+        endpoint.close()
+        client.close()
