@@ -156,6 +156,11 @@ class LineHandler(logging.StreamHandler[TextIO]):
         """Queue one line, or what formats it at flush time (the caller holds the handler lock)."""
         self._lines.append(line)
         self._size += len(line) if type(line) is str else DEFERRED_SIZE
+        scheduled = self._flush_on
+        if scheduled is not None and self._size < FLUSH_BYTES and scheduled.is_running():
+            # A flush is due on a running loop: it writes this line too. (Asking which loop runs in
+            # this thread costs a getpid() system call per line in CPython 3.11.)
+            return
         loop = asyncio._get_running_loop()
         if loop is None or self._size >= FLUSH_BYTES:
             self._write()

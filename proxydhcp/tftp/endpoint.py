@@ -21,6 +21,7 @@ import select
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ from proxydhcp.errors import MalformedPacket
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.files import Source
 from proxydhcp.tftp.packet import Error, ErrorCode, data_headers, decode
-from proxydhcp.tftp.transfer import COMPLETE, PROGRESS
+from proxydhcp.tftp.transfer import COMPLETE, PROGRESS, RESEND_NOW
 
 log = logging.getLogger("proxydhcp.tftp")
 
@@ -104,6 +105,88 @@ def transfer_socket(local: str) -> socket.socket:
     return sock
 
 
+POOL_SIZE = 64  # idle transfer sockets a server keeps bound for the next transfers, at most
+_SINK = bytearray(1)  # an idle pooled socket's datagrams are read into this and dropped
+
+
+def _drop_datagrams(sock: socket.socket) -> None:
+    """An idle pooled socket's reader: what reaches it (a late ACK of its last transfer) is dropped."""
+    for _ in range(DRAIN):
+        try:
+            sock.recv_into(_SINK)
+        except OSError:
+            return
+
+
+class SocketPool:
+    """Transfer sockets kept bound and registered with the loop between transfers: a small-file request
+    then costs no socket(), bind(), getsockname(), poll registration or close (a third of its system
+    calls). A socket is live in one transfer at a time, so every live transfer still has a port of its
+    own (its TID, RFC 1350). The idle socket taken is the one idle longest, and never for the client
+    address and port it last served: a delayed datagram of a finished transfer cannot pass for one of a
+    new transfer with the same client TID. Pooled sockets stay in `own` (they are the server's)."""
+
+    __slots__ = ("_closed", "_count", "_idle", "_limit", "_loop", "_own")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, own: OwnSockets, limit: int = POOL_SIZE) -> None:
+        self._loop = loop
+        self._own = own
+        self._limit = limit
+        self._idle: dict[str, deque[tuple[socket.socket, tuple[str, int], tuple[str, int]]]] = {}
+        self._count = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return self._count
+
+    def take(self, local: str, client: tuple[str, int]) -> tuple[socket.socket, tuple[str, int]]:
+        """A socket on address `local` for a transfer to `client`, and its address (OSError if a new
+        one cannot be bound). The caller owns it until `give` or `discard`."""
+        idle = self._idle.get(local)
+        if idle and idle[0][2] != client:
+            sock, addr, _ = idle.popleft()
+            self._count -= 1
+            return sock, addr
+        sock = transfer_socket(local)
+        bound: tuple[str, int] = sock.getsockname()
+        self._own.addresses.add(bound)
+        return sock, bound
+
+    def give(self, sock: socket.socket, addr: tuple[str, int], client: tuple[str, int]) -> None:
+        """Take back a socket whose transfer (last to `client`) is over, or close it if the pool is full."""
+        if self._closed or self._count >= self._limit or sock.fileno() < 0:
+            self.discard(sock, addr)
+            return
+        try:
+            self._loop.add_reader(sock.fileno(), _drop_datagrams, sock)  # replaces the transfer's reader
+        except Exception:
+            self.discard(sock, addr)
+            return
+        idle = self._idle.get(addr[0])
+        if idle is None:
+            idle = self._idle[addr[0]] = deque()
+        idle.append((sock, addr, client))
+        self._count += 1
+
+    def discard(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        """Close a socket for good."""
+        if sock.fileno() >= 0:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock.fileno())
+        sock.close()
+        self._own.addresses.discard(addr)
+
+    def close(self) -> None:
+        """Close every idle socket; sockets given back later are closed at once."""
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                sock, addr, _ = idle.popleft()
+                self.discard(sock, addr)
+        self._idle.clear()
+        self._count = 0
+
+
 class Transfer:
     """One read transfer's I/O: its socket, its timer, its source; the decisions are `state`'s."""
 
@@ -126,6 +209,7 @@ class Transfer:
         "local",
         "oack",
         "on_done",
+        "pool",
         "sock",
         "source",
         "started",
@@ -144,10 +228,13 @@ class Transfer:
         oack: bytes | None,
         rbuf: bytearray | None = None,
         own: OwnSockets | None = None,
+        pool: SocketPool | None = None,
+        local: tuple[str, int] | None = None,
     ) -> None:
         """`rbuf` (MAX_DATAGRAM bytes) may be shared by the transfers of one event loop: it runs one
         callback at a time, and a datagram is consumed or copied out before the callback returns.
-        `own`: the server's sockets, which this transfer never answers."""
+        `own`: the server's sockets, which this transfer never answers. `pool`: where the socket goes
+        back when the transfer is over (else it is closed); `local`: its address, if known."""
         self.on_done = on_done
         self._loop = loop
         self.sock = sock
@@ -166,7 +253,8 @@ class Transfer:
         self._own = own if own is not None else OwnSockets()
         self._tid_error_at = -TID_ERROR_INTERVAL
         self._repeat_at = -REPEAT_INTERVAL
-        self.local: tuple[str, int] = sock.getsockname()
+        self.pool = pool
+        self.local: tuple[str, int] = local if local is not None else sock.getsockname()
         # Bound once: the lockstep path runs these once per block.
         self._recv_into = sock.recvfrom_into
         self._sendto = sock.sendto
@@ -175,7 +263,8 @@ class Transfer:
     def start(self) -> None:
         if self.state.windowsize > 1:
             self._gso = self._enable_gso(self.state.blksize + 4)
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        reader = self._on_readable_lockstep if self.state.windowsize == 1 else self._on_readable
+        self._loop.add_reader(self.sock.fileno(), reader)
         self._send_first()
         self._arm()
 
@@ -313,18 +402,60 @@ class Transfer:
                 return
             self._on_readable()
 
+    def _on_readable_lockstep(self) -> None:
+        """`_on_readable` for windowsize 1 past the OACK: on_ack and take_window inlined (see
+        ReadTransfer: with one block in flight, an ACK moves on only if it names that block)."""
+        buf = self._rbuf
+        try:
+            n, addr = self._recv_into(buf)
+        except OSError:
+            return
+        state = self.state
+        if n != 4 or buf[1] != 4 or buf[0] or addr != self.client or state.oack_pending:
+            self._on_datagram(buf, n, addr)
+            return
+        acked = state.acked
+        if (((buf[2] << 8) | buf[3]) - acked) & 0xFFFF != 1 or state.sent == acked:
+            if state.retries:  # in backoff, a repeated ACK may ask for a resend (ReadTransfer)
+                self._on_datagram(buf, n, addr)
+            return  # duplicate (Sorcerer's Apprentice) or a block never sent: IGNORED
+        state.acked = acked = acked + 1
+        state.last_progress = self._now()
+        state.retries = 0
+        if acked == state.last_block:
+            self.finish("completed")
+            return
+        blksize = state.blksize
+        start = acked * blksize
+        end = start + blksize
+        if end > state.size:
+            end = state.size
+        view = self.source.view(start, end)
+        if view is None:
+            self._send_window()
+            return
+        state.sent = acked + 1
+        try:
+            self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
+        except OSError as exc:
+            if exc.errno not in _NOT_SENT:
+                log.debug("send to %s:%d failed: %s", *self.client, exc)
+
     def _on_readable(self) -> None:
         buf = self._rbuf
         try:
             n, addr = self._recv_into(buf)
         except OSError:  # nothing queued after all, or a socket error: nothing to answer
             return
+        self._on_datagram(buf, n, addr)
+
+    def _on_datagram(self, buf: bytearray, n: int, addr: tuple[str, int]) -> None:
         if addr != self.client:
             self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
             return
         if n == 4 and buf[1] == 4 and buf[0] == 0:  # ACK: the hot path, no decode
             result = self.state.on_ack((buf[2] << 8) | buf[3], self._now())
-            if result == PROGRESS:
+            if result in (PROGRESS, RESEND_NOW):
                 self._send_window()
             elif result == COMPLETE:
                 self.finish("completed")
@@ -388,9 +519,12 @@ class Transfer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        if self.pool is not None:
+            self.pool.give(self.sock, self.local, self.client)
+        else:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
         self.source.close()
         state = self.state
         sent = state.size if outcome == "completed" else min(state.acked * state.blksize, state.size)

@@ -55,17 +55,76 @@ def _plain_path(root: str, relative: str) -> str | None:
     then it is what realpath returns, found with one lstat per component of the name instead of
     realpath's walk over the whole path in Python (a quarter of a small-file request's cost). None:
     let realpath decide."""
+    found = _plain_walk(root, relative)
+    return None if found is None else found[0]
+
+
+def _plain_walk(root: str, relative: str) -> tuple[str, os.stat_result] | None:
+    """`_plain_path`, with the lstat of its last component."""
     path = root.rstrip("/")
+    st: os.stat_result | None = None
     for part in relative.split("/"):
         if part in ("", ".", ".."):
             return None
         path = f"{path}/{part}"
         try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return None
+            st = os.lstat(path)
         except OSError:
             return None
-    return path
+        if stat.S_ISLNK(st.st_mode):
+            return None
+    return None if st is None else (path, st)
+
+
+RESOLVE_TTL = 1.0  # seconds a name's entry is kept (each use checks the file is still the same)
+RESOLVE_CACHE_SIZE = 1024
+
+
+class ResolveCache:
+    """The files recently requested names led to, so that a storm of requests for one file costs the
+    lstat() per component of `resolve` but no open(), fstat() and close().
+
+    Only names that resolve with no symlink, `.` or `..` are used: a hit walks the name from the root
+    with one lstat() per component exactly as `resolve` does (so the path is inside the root, through no
+    symlink, now), and is taken only when the last lstat finds the very file opened before: same device,
+    inode and ctime. The ctime moves on any change of mode, owner, links or content, so that file still
+    passes the checks `open_regular` made; anything else falls back to `resolve` and `open_regular`.
+    Entries expire after RESOLVE_TTL seconds; only names that were opened are kept, at most `limit`
+    (cleared when full: names come from clients)."""
+
+    __slots__ = ("_entries", "limit", "root", "ttl")
+
+    def __init__(self, root: str, ttl: float = RESOLVE_TTL, limit: int = RESOLVE_CACHE_SIZE) -> None:
+        self.root = root  # resolved, as for `resolve`
+        self.ttl = ttl
+        self.limit = limit
+        self._entries: dict[str, tuple[str, tuple[int, int, int], float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stat(self, name: str, now: float) -> os.stat_result | None:
+        """The lstat of the file `name` leads to, if it is still the regular file opened for it before;
+        else None (resolve and open it). `now`: a monotonic clock in seconds."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        relative, ident, expires = entry
+        if now < expires:
+            found = _plain_walk(self.root, relative)
+            if found is not None:
+                st = found[1]
+                if (st.st_dev, st.st_ino, st.st_ctime_ns) == ident:
+                    return st
+        del self._entries[name]
+        return None
+
+    def remember(self, name: str, st: os.stat_result, now: float) -> None:
+        """`name`, accepted by `resolve`, was opened as the regular file `st` (fstat of the open fd)."""
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        relative = name.replace("\\", "/").lstrip("/")
+        self._entries[name] = (relative, (st.st_dev, st.st_ino, st.st_ctime_ns), now + self.ttl)
 
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:

@@ -17,27 +17,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.log import emit_fast
+from proxydhcp.log import emit_fast, text_value
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.endpoint import (
     DRAIN,
     MAX_DATAGRAM,
     PROBE,
     OwnSockets,
+    SocketPool,
     Transfer,
     TransferStats,
     printable,
-    transfer_socket,
 )
-from proxydhcp.tftp.files import FileCache, MemorySource, Source, file_key, load_source, open_regular, resolve
-from proxydhcp.tftp.options import negotiate
+from proxydhcp.tftp.files import (
+    FileCache,
+    MemorySource,
+    ResolveCache,
+    Source,
+    file_key,
+    load_source,
+    open_regular,
+    resolve,
+)
+from proxydhcp.tftp.options import Negotiator
 from proxydhcp.tftp.packet import (
     BUSY_MESSAGE,
     Error,
     ErrorCode,
-    OAck,
     Opcode,
     Request,
     TftpError,
@@ -84,6 +93,41 @@ class ServerStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+class TransferFields:
+    """The structured fields of a transfer's log line (log.StructuredFields): rendered only when the
+    log handler writes, and in the text format by one f-string, not per field."""
+
+    __slots__ = ("name", "stats")
+
+    def __init__(self, stats: TransferStats, name: str) -> None:
+        self.stats = stats
+        self.name = name  # printable(stats.filename)
+
+    def fields(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "client": f"{stats.client[0]}:{stats.client[1]}",
+            "file": self.name,
+            "bytes": stats.bytes,
+            "blksize": stats.blksize,
+            "windowsize": stats.windowsize,
+            "retransmits": stats.retransmits,
+            "duration": round(stats.duration, 4),
+            "mbps": round(stats.mb_per_s, 2),
+            "outcome": stats.outcome,
+        }
+
+    def text_fields(self) -> str:
+        """`log.text_pairs(self.fields())`: numbers and the client's address need no quoting."""
+        stats = self.stats
+        return (
+            f"client={stats.client[0]}:{stats.client[1]} file={text_value(self.name)} bytes={stats.bytes} "
+            f"blksize={stats.blksize} windowsize={stats.windowsize} retransmits={stats.retransmits} "
+            f"duration={round(stats.duration, 4)} mbps={round(stats.mb_per_s, 2)} "
+            f"outcome={text_value(stats.outcome)}"
+        )
+
+
 def _pktinfo_local(ancdata: list[tuple[int, int, bytes]], fallback: str) -> str:
     """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr)."""
     for level, kind, data in ancdata:
@@ -127,6 +171,9 @@ class TftpServer:
         self.stats = ServerStats()
         self.cache = FileCache(config.cache_bytes, chunk_budget=config.chunk_bytes)
         self._root = os.path.realpath(config.root)
+        self._resolved = ResolveCache(self._root)
+        self._negotiate = Negotiator(config.max_blksize, config.max_windowsize)
+        self._pool: SocketPool | None = None  # created with the loop, in start()
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transfers: set[Transfer] = set()
@@ -159,6 +206,7 @@ class TftpServer:
             sock.close()
             raise
         self._sock = sock
+        self._pool = SocketPool(self._loop, self._own)
         self._own.listener_port = self.port
         self._own.addresses.add(sock.getsockname())
         self._loop.add_reader(sock.fileno(), self._on_request)
@@ -191,6 +239,8 @@ class TftpServer:
             await asyncio.gather(*self._pending, return_exceptions=True)
         for transfer in list(self._transfers):
             transfer.finish("error: server shutting down")
+        if self._pool is not None:
+            self._pool.close()
 
     # -- port 69 ---------------------------------------------------------------------------------
 
@@ -246,19 +296,31 @@ class TftpServer:
             )
             return
         netascii_mode = mode == "netascii"
+        assert self._loop is not None
+        now = self._loop.time()
+        # The storm case: a file requested a moment ago, in the cache, unchanged: no open, no task, no await.
+        st: os.stat_result | None = self._resolved.stat(packet.filename, now)
+        if st is not None:
+            key = file_key(st)
+            cached = self.cache.get((*key, 1) if netascii_mode else key)
+            if cached is not None:
+                self._reserve(client, packet.filename)
+                self._begin(packet, client, local, MemorySource(cached), netascii_mode)
+                return
         try:
-            fd, st = open_regular(resolve(self._root, packet.filename))
+            path = resolve(self._root, packet.filename)
+            fd, st = open_regular(path)
         except TftpError as exc:
             self._refuse(local, client, packet.filename, exc, "file")
             return
+        self._resolved.remember(packet.filename, st, now)
         self._reserve(client, packet.filename)
         key = file_key(st)
         cached = self.cache.get((*key, 1) if netascii_mode else key)
-        if cached is not None:  # the storm case: no task, no await
+        if cached is not None:
             os.close(fd)
             self._begin(packet, client, local, MemorySource(cached), netascii_mode)
             return
-        assert self._loop is not None
         task = self._loop.create_task(self._load_then_begin(packet, client, local, fd, st, netascii_mode))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -297,21 +359,16 @@ class TftpServer:
     def _begin(
         self, request: Request, client: tuple[str, int], local: str, source: Source, netascii: bool
     ) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._pool is not None
         try:
-            sock = transfer_socket(local)
+            sock, address = self._pool.take(local, client)
         except OSError as exc:
             source.close()
             self._release(client, request.filename)
             log.warning("cannot open a transfer socket on %s: %s", local, exc)
             return
-        negotiated = negotiate(
-            request.options,
-            netascii=netascii,
-            size=source.size,
-            max_blksize=self.config.max_blksize,
-            max_windowsize=self.config.max_windowsize,
-            mtu=self._path_mtu(local, client[0]),
+        negotiated, oack = self._negotiate(
+            request.options, netascii=netascii, size=source.size, mtu=self._path_mtu(local, client[0])
         )
         state = tx.ReadTransfer(
             source.size,
@@ -322,19 +379,18 @@ class TftpServer:
             give_up=self.config.give_up,
             now=self._loop.time(),
         )
-        oack = OAck(negotiated.oack).encode() if negotiated.oack else None
         transfer = Transfer(
             self._finished, self._loop, sock, client, request.filename, source, state, oack, self._rbuf,
-            self._own,
+            self._own, self._pool, address,
         )  # fmt: skip
         self._transfers.add(transfer)
-        self._own.addresses.add(transfer.local)
         self._inflight[(client, request.filename)] = transfer
         self.stats.started += 1
-        log.debug(
-            "RRQ %r from %s:%d mode=%s options=%s -> %s",
-            request.filename, client[0], client[1], request.mode, request.options, negotiated.oack,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "RRQ %r from %s:%d mode=%s options=%s -> %s",
+                request.filename, client[0], client[1], request.mode, request.options, negotiated.oack,
+            )  # fmt: skip
         if self.on_start is not None:
             try:
                 self.on_start(client, request.filename)
@@ -386,11 +442,18 @@ class TftpServer:
             extra={"fields": {"client": f"{client[0]}:{client[1]}", "file": printable(name),
                               "error": int(exc.code)}},
         )  # fmt: skip
+        if self._pool is None:
+            return
         try:
-            with transfer_socket(local) as sock:
-                sock.sendto(Error(exc.code, exc.message).encode(), client)
+            sock, address = self._pool.take(local, client)
         except OSError as err:
             log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
+            return
+        try:
+            sock.sendto(Error(exc.code, exc.message).encode(), client)
+        except OSError as err:
+            log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
+        self._pool.give(sock, address, client)
 
     def _path_mtu(self, local: str, client: str) -> int | None:
         """MTU of the route to the client (IP_MTU on a connected socket), cached per address pair."""
@@ -413,38 +476,29 @@ class TftpServer:
 
     def _finished(self, transfer: Transfer, stats: TransferStats) -> None:
         self._transfers.discard(transfer)
-        self._own.addresses.discard(transfer.local)
         self._release(stats.client, stats.filename)
         s = self.stats
         s.bytes += stats.bytes
         s.retransmits += stats.retransmits
         s.outcomes[stats.outcome] = s.outcomes.get(stats.outcome, 0) + 1
         name = printable(stats.filename)  # the text log must not take a newline from the client
-        fields = {
-            "client": f"{stats.client[0]}:{stats.client[1]}",
-            "file": name,
-            "bytes": stats.bytes,
-            "blksize": stats.blksize,
-            "windowsize": stats.windowsize,
-            "retransmits": stats.retransmits,
-            "duration": round(stats.duration, 4),
-            "mbps": round(stats.mb_per_s, 2),
-            "outcome": stats.outcome,
-        }
         if stats.outcome == "completed":
             s.completed += 1
             if log.isEnabledFor(logging.INFO):  # the storm's common line: no LogRecord when possible
+                fields = TransferFields(stats, name)  # formatted when the log handler writes
                 msg = f"sent {name} to {stats.client[0]}:{stats.client[1]}"
                 if not emit_fast(log, logging.INFO, msg, fields):
-                    log.info("sent %s to %s:%d", name, *stats.client, extra={"fields": fields})
+                    log.info("sent %s to %s:%d", name, *stats.client, extra={"fields": fields.fields()})
         elif stats.outcome == PROBE:
             s.probes += 1
-            log.debug("size probe of %s by %s:%d", name, *stats.client, extra={"fields": fields})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("size probe of %s by %s:%d", name, *stats.client,
+                          extra={"fields": TransferFields(stats, name).fields()})  # fmt: skip
         else:
             s.failed += 1
             log.warning(
                 "transfer of %s to %s:%d failed: %s",
-                name, *stats.client, stats.outcome, extra={"fields": fields},
+                name, *stats.client, stats.outcome, extra={"fields": TransferFields(stats, name).fields()},
             )  # fmt: skip
         if self.on_transfer is not None:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxydhcp.tftp.packet import Options
+from proxydhcp.tftp.packet import OAck, Options
 
 DEFAULT_BLKSIZE = 512
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464
@@ -84,3 +84,41 @@ def negotiate(
                 continue
             accepted.append((name, str(size)))
     return Negotiated(blksize, windowsize, timeout, tuple(accepted))
+
+
+NEGOTIATION_CACHE_SIZE = 256
+
+
+class Negotiator:
+    """`negotiate` with the server's limits, memoised with the encoded OACK: a boot storm repeats a handful
+    of (options, file size, path MTU) combinations, and negotiating plus encoding costs more than a
+    lookup. The memo is bounded (cleared when full): option strings come from clients."""
+
+    __slots__ = ("_memo", "max_blksize", "max_windowsize")
+
+    def __init__(self, max_blksize: int, max_windowsize: int) -> None:
+        self.max_blksize = max_blksize
+        self.max_windowsize = max_windowsize
+        self._memo: dict[tuple[Options, bool, int | None, int | None], tuple[Negotiated, bytes | None]] = {}
+
+    def __call__(
+        self, options: Options, *, netascii: bool, size: int | None, mtu: int | None = None
+    ) -> tuple[Negotiated, bytes | None]:
+        """The negotiated values and the OACK to send (None: no option accepted, answer with data)."""
+        key = (options, netascii, size, mtu)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        negotiated = negotiate(
+            options,
+            netascii=netascii,
+            size=size,
+            max_blksize=self.max_blksize,
+            max_windowsize=self.max_windowsize,
+            mtu=mtu,
+        )
+        found = (negotiated, OAck(negotiated.oack).encode() if negotiated.oack else None)
+        if len(self._memo) >= NEGOTIATION_CACHE_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found

@@ -128,19 +128,27 @@ def _strings(body: bytes) -> list[str]:
     return [f.decode("utf-8", "surrogateescape") for f in fields]
 
 
-def _decode_request(opcode: Opcode, body: bytes) -> Request:
-    fields = _strings(body)
-    if len(fields) < 2:
+_UTF8, _ESCAPE = "utf-8", "surrogateescape"
+
+
+def _decode_request(opcode: Opcode, data: bytes) -> Request:
+    """`data`: the whole datagram (the body starts at offset 2). Runs once per RRQ: no intermediate lists
+    of decoded strings."""
+    fields = data[2:].split(b"\0")
+    count = len(fields) - 1  # the last piece is the unterminated tail
+    if count < 2:
         raise MalformedPacket("request without NUL-terminated filename and mode")
-    filename, mode, rest = fields[0], fields[1], fields[2:]
-    if not filename:
+    if not fields[0]:
         raise MalformedPacket("request with an empty filename")
+    filename = fields[0].decode(_UTF8, _ESCAPE)
+    mode = fields[1].decode(_UTF8, _ESCAPE)
     # Trailing NUL padding yields empty names: stop at the first one.
     options: list[tuple[str, str]] = []
-    for i in range(0, len(rest) - 1, 2):
-        if not rest[i]:
+    for i in range(2, count - 1, 2):
+        name = fields[i]
+        if not name:
             break
-        options.append((rest[i], rest[i + 1]))
+        options.append((name.decode(_UTF8, _ESCAPE), fields[i + 1].decode(_UTF8, _ESCAPE)))
     return Request(opcode, filename, mode, tuple(options))
 
 
@@ -151,17 +159,19 @@ def _decode_oack(body: bytes) -> OAck:
     return OAck(tuple(zip(fields[0::2], fields[1::2], strict=True)))
 
 
+_OPCODES: dict[int, Opcode] = {int(op): op for op in Opcode}  # a dict lookup, not an Enum call
+
+
 def decode(data: bytes) -> Packet:
     """Decode one datagram; raise `MalformedPacket` with a reason fit for a log line."""
     if len(data) < 2:
         raise MalformedPacket("packet too short")
-    try:
-        opcode = Opcode(int.from_bytes(data[:2], "big"))
-    except ValueError:
-        raise MalformedPacket(f"unknown opcode {int.from_bytes(data[:2], 'big')}") from None
+    opcode = _OPCODES.get((data[0] << 8) | data[1])
+    if opcode is None:
+        raise MalformedPacket(f"unknown opcode {int.from_bytes(data[:2], 'big')}")
+    if opcode <= Opcode.WRQ:
+        return _decode_request(opcode, data)
     body = data[2:]
-    if opcode in (Opcode.RRQ, Opcode.WRQ):
-        return _decode_request(opcode, body)
     if opcode is Opcode.OACK:
         return _decode_oack(body)
     if len(body) < 2:

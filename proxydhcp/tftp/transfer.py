@@ -2,8 +2,11 @@
 
 RFC 1350 lockstep and RFC 7440 windows: the sender sends blocks `acked+1 .. acked+windowsize`; an ACK
 that moves `acked` forward (a whole window, or part of it when the client saw a gap) starts the next
-window from the block after it. A duplicate or stale ACK changes nothing and sends nothing: only the
-timer retransmits (RFC 1123 §4.2.3.1, Sorcerer's Apprentice, R-61). Block numbers on the wire wrap
+window from the block after it. A duplicate or stale ACK changes nothing and sends nothing: the timer
+retransmits (RFC 1123 §4.2.3.1, Sorcerer's Apprentice, R-61). One exception: once the timer has had
+to resend, its backoff can leave the client seconds without a packet on a lossy link while it keeps
+repeating its last ACK; such a repeat gets the window again, at most once per negotiated timeout, so
+duplicates can never multiply the packets sent. Block numbers on the wire wrap
 65535 → 0; `acked` and `sent` count blocks in full (R-66), and an ACK is mapped to the only block in
 `[acked, sent]` that has its 16-bit number.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 IGNORED = 0
 PROGRESS = 1
 COMPLETE = 2
+RESEND_NOW = 3  # a repeated ACK while in backoff: send the window again now
 
 # on_timeout results
 RESEND = 0
@@ -41,6 +45,7 @@ class ReadTransfer:
         "last_block",
         "last_progress",
         "oack_pending",
+        "resent_at",
         "retransmits",
         "retries",
         "sent",
@@ -72,6 +77,7 @@ class ReadTransfer:
         self.last_progress = now
         self.retries = 0
         self.retransmits = 0
+        self.resent_at = now  # when the window last went out again (timer or repeated ACK)
         self._next_retry = now
 
     def span(self, block: int) -> tuple[int, int]:
@@ -94,12 +100,23 @@ class ReadTransfer:
             self.oack_pending = False
         else:
             delta = (block - self.acked) & 0xFFFF
-            if delta == 0 or delta > self.sent - self.acked:
-                return IGNORED  # duplicate (Sorcerer's Apprentice) or a block never sent
+            if delta == 0:
+                return self._repeated(now)
+            if delta > self.sent - self.acked:
+                return IGNORED  # a block never sent
             self.acked += delta
         self.last_progress = now
         self.retries = 0
         return COMPLETE if self.acked == self.last_block else PROGRESS
+
+    def _repeated(self, now: float) -> int:
+        """A duplicate of the last ACK: nothing (Sorcerer's Apprentice), unless the timer has already
+        had to resend and a negotiated timeout has passed since the last resend."""
+        if self.retries and self.sent > self.acked and now - self.resent_at >= self.base_timeout:
+            self.resent_at = now
+            self.retransmits += 1
+            return RESEND_NOW
+        return IGNORED
 
     @property
     def done(self) -> bool:
@@ -127,5 +144,6 @@ class ReadTransfer:
             return GIVE_UP
         self.retries += 1
         self.retransmits += 1
+        self.resent_at = now
         self._next_retry = now + self.interval()
         return RESEND

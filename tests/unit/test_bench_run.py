@@ -12,7 +12,8 @@ from bench import run
     [
         ([], True),
         (["--rounds", "5"], True),
-        (["--only", "single,window,rollover,storm,small,discover,request"], True),
+        (["--only", "single,window,rollover,storm,small,discover,request,discover-cold,request-cold"], True),
+        (["--only", "single,window,rollover,storm,small,discover,request"], False),
         (["--only", "request"], False),
         (["--only", "discover,request"], False),
         (["--servers", "proxydhcp,dnsmasq"], False),

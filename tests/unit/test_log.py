@@ -195,6 +195,40 @@ def test_in_a_loop_lines_are_written_once_per_iteration() -> None:
         logger.removeHandler(handler)
 
 
+def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a flush is scheduled, further lines of the iteration just join it: no get-running-loop
+    call (a getpid() system call per line in CPython 3.11)."""
+    out = CountingStream()
+    handler = LineHandler(out)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("test.log.join")
+    logger.addHandler(handler)
+    logger.propagate = False
+    asks = 0
+    real = asyncio._get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop | None:
+        nonlocal asks
+        asks += 1
+        return real()
+
+    async def main() -> None:
+        monkeypatch.setattr(asyncio, "_get_running_loop", counting)
+        for n in range(100):
+            logger.warning("line %d", n)
+        assert asks == 1 and out.writes == 0
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert out.writes == 1 and len(out.getvalue().splitlines()) == 100
+
+    try:
+        asyncio.run(main())
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_a_large_batch_is_written_without_waiting_for_the_loop() -> None:
     out = CountingStream()
     handler = LineHandler(out)

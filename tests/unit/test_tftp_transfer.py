@@ -50,6 +50,25 @@ def test_duplicate_ack_sends_nothing() -> None:
     assert t.sent == 2
 
 
+def test_a_repeated_ack_in_backoff_resends_at_most_once_per_timeout() -> None:
+    """After the timer had to resend, the client repeating its ACK gets the block again without
+    waiting out the backoff, but never more than once per negotiated timeout."""
+    t = ReadTransfer(size=5000, blksize=512, timeout=1.0)
+    t.take_window()
+    assert t.on_ack(1, 0.1) == tx.PROGRESS
+    t.take_window()
+    assert t.on_ack(1, 0.5) == tx.IGNORED  # no timeout yet: Sorcerer's Apprentice rule
+    assert t.on_timeout(1.2) == tx.RESEND  # block 2 resent; the next timer resend is 2 s later
+    assert t.on_ack(1, 1.5) == tx.IGNORED  # less than a timeout since that resend
+    assert t.on_ack(1, 2.3) == tx.RESEND_NOW
+    assert t.on_ack(1, 2.4) == tx.IGNORED and t.on_ack(1, 3.2) == tx.IGNORED
+    assert t.on_ack(1, 3.4) == tx.RESEND_NOW
+    assert t.retransmits == 3 and t.acked == 1
+    assert t.on_ack(2, 3.5) == tx.PROGRESS and t.retries == 0
+    t.take_window()
+    assert t.on_ack(2, 5.0) == tx.IGNORED  # progress ended the backoff: back to the plain rule
+
+
 def test_future_ack_ignored() -> None:
     t = ReadTransfer(size=5000, blksize=512)
     t.take_window()
