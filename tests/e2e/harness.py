@@ -62,6 +62,9 @@ GIVE_UP = {
     "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
 }
 
+# Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
+MARKER_GRACE = 2.0
+
 # Stage 2: runs in iPXE, asks the same TFTP server for a file named after the VM's MAC.
 BOOT_IPXE = """#!ipxe
 echo e2e: stage-2 script running: filename=${filename} next-server=${next-server} ip=${net0/ip}
@@ -483,6 +486,7 @@ class Topology:
                 "-s",
                 "0",
                 "-U",
+                "--immediate-mode",
                 "-n",
                 "-l",
                 "--print",
@@ -556,9 +560,13 @@ class Topology:
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")
         return wire_ns.spawn(argv, log=str((bdir / f"{vm.name}-qemu.log").relative_to(self.workdir)))
 
-    def _outcome(self, vm: Vm, proc: subprocess.Popen[bytes], text: Path, bdir: Path) -> str | None:
+    @staticmethod
+    def _marker_seen(vm: Vm, text: Path) -> bool:
         seen = text.read_text(errors="replace")
-        if f'RRQ "{vm.marker}"' in seen or f'RRQ "/{vm.marker}"' in seen:
+        return f'RRQ "{vm.marker}"' in seen or f'RRQ "/{vm.marker}"' in seen
+
+    def _outcome(self, vm: Vm, proc: subprocess.Popen[bytes], text: Path, bdir: Path) -> str | None:
+        if self._marker_seen(vm, text):
             return "success"
         serial = (
             (bdir / f"{vm.name}-serial.log").read_bytes().decode("utf-8", "replace")
@@ -567,6 +575,13 @@ class Topology:
         )
         gave_up = GIVE_UP[vm.firmware].search(serial)
         if gave_up:
+            # pxelinux asks for the marker, then boots its default (local disk) and gives up within
+            # milliseconds: the capture's text can lag the serial console, so let it catch up.
+            deadline = time.monotonic() + MARKER_GRACE
+            while time.monotonic() < deadline:
+                if self._marker_seen(vm, text):
+                    return "success"
+                time.sleep(0.1)
             return f"firmware gave up: {gave_up.group(0)}"
         if proc.poll() is not None:
             return f"qemu exited ({proc.returncode})"
