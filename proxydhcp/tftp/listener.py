@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,10 @@ from proxydhcp.tftp.packet import (
 log = logging.getLogger("proxydhcp.tftp")
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # also the cmsg type (SCM_TIMESTAMPNS)
+_TIMESPEC = struct.Struct("@ll")
+# Room for IP_PKTINFO (struct in_pktinfo) and the kernel's arrival time (struct timespec).
+_ANC_SIZE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(_TIMESPEC.size)
 IP_MTU = getattr(socket, "IP_MTU", 14)
 _MTU_CACHE_SIZE = 1024
 
@@ -128,6 +133,15 @@ class TransferFields:
         )
 
 
+def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel received the datagram (wall clock, SO_TIMESTAMPNS), if it said."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return float(seconds + nanoseconds / 1e9)
+    return None
+
+
 def _pktinfo_local(ancdata: list[tuple[int, int, bytes]], fallback: str) -> str:
     """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr)."""
     for level, kind, data in ancdata:
@@ -198,6 +212,8 @@ class TftpServer:
             if self.config.workers > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            with contextlib.suppress(OSError):  # arrival times tell a late repeat of an RRQ (_duplicate)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             sock.bind((self.config.address, self.config.port))
@@ -250,7 +266,7 @@ class TftpServer:
             return
         for _ in range(DRAIN):
             try:
-                data, ancdata, _flags, client = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(12))
+                data, ancdata, _flags, client = sock.recvmsg(MAX_DATAGRAM, _ANC_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -258,11 +274,14 @@ class TftpServer:
                 return
             local = _pktinfo_local(ancdata, self.config.address)
             try:
-                self._handle_request(data, client, local)
+                self._handle_request(data, client, local, _arrival(ancdata))
             except Exception:  # a bug must not kill the listener
                 log.exception("unexpected error handling a request from %s:%d", *client)
 
-    def _handle_request(self, data: bytes, client: tuple[str, int], local: str) -> None:
+    def _handle_request(
+        self, data: bytes, client: tuple[str, int], local: str, arrived: float | None = None
+    ) -> None:
+        """One datagram on port 69; `arrived`: when the kernel received it (wall clock), if known."""
         if self._own.owns(client, local):
             log.debug("ignored a datagram from our own socket %s:%d", *client)
             return
@@ -283,7 +302,7 @@ class TftpServer:
         if mode not in ("octet", "netascii"):
             self._refuse(local, client, packet.filename, TftpError(ErrorCode.ILLEGAL_OPERATION), "mode")
             return
-        if self._duplicate(client, packet.filename):  # before the caps: no busy ERROR to a live transfer
+        if self._duplicate(client, packet.filename, arrived):  # before the caps: no busy ERROR to a live one
             return
         if self._closing:
             return
@@ -398,10 +417,12 @@ class TftpServer:
                 log.exception("on_start callback failed")
         transfer.start()
 
-    def _duplicate(self, client: tuple[str, int], filename: str) -> bool:
+    def _duplicate(self, client: tuple[str, int], filename: str, arrived: float | None = None) -> bool:
         """Whether an RRQ repeats one in flight from the same client address and port (its OACK or first
         block was lost: the running transfer resends it at once). A transfer already under way is
-        superseded instead: the client started over."""
+        superseded instead (the client started over), unless the RRQ reached the kernel before that
+        transfer's last progress: then it is one of the repeats the client sent while waiting for the
+        OACK, late because port 69's queue was long (a flood, a storm), and the transfer goes on."""
         key = (client, filename)
         if key not in self._inflight:
             return False
@@ -416,6 +437,13 @@ class TftpServer:
             log.debug("repeated RRQ %r from %s:%d: answered by the running transfer", filename, *client)
             running.answer_repeat()
             return True
+        if arrived is not None:
+            # The arrival on the monotonic clock that transfers use (now minus how long it waited).
+            arrived_at = time.monotonic() - max(0.0, time.time() - arrived)
+            if arrived_at <= running.state.last_progress:
+                log.debug("ignored a late repeat of RRQ %r from %s:%d: its transfer has moved on since",
+                          filename, *client)  # fmt: skip
+                return True
         running.finish("error: superseded by a new request")  # no ERROR: it would go to the new one
         return False
 

@@ -354,6 +354,30 @@ def test_rrq_again_after_a_size_probe_starts_at_once(server: RunningServer) -> N
         assert got and got[0][0][:2] == b"\0\6" and got[0][1] != probe
 
 
+def test_a_late_repeat_of_the_rrq_does_not_restart_a_transfer_that_moved_on(server: RunningServer) -> None:
+    """A client repeats its RRQ while waiting for the OACK; under a flood the repeat can sit in port 69's
+    queue until after data has flowed. Taking it for a restart would abandon the live transfer (and
+    the client, whose TID is the old one, would hear nothing more): it arrived before that transfer's
+    last progress, so it is ignored."""
+    request = rrq(b"big.bin")
+    with client() as sock, client() as junk:
+        sock.settimeout(2)
+        sock.sendto(request, ("127.0.0.1", server.port))
+        data, tid = sock.recvfrom(2000)
+        assert data[:4] == b"\0\3\0\1"
+        # Hold the server's loop: what follows queues up in the kernel, in this order.
+        server.loop.call_soon_threadsafe(time.sleep, 0.5)
+        time.sleep(0.1)
+        for _ in range(400):  # a backlog on port 69 (not TFTP requests: ignored)
+            junk.sendto(b"\0\7junk", ("127.0.0.1", server.port))
+        sock.sendto(request, ("127.0.0.1", server.port))  # the late repeat
+        sock.sendto(b"\0\4\0\1", tid)  # then progress on the live transfer
+        got = replies(sock, 1.0)
+    assert got and {peer for _, peer in got} == {tid}, "only the live transfer talks to the client"
+    assert got[0][0][:4] == b"\0\3\0\2"
+    assert server.server.stats.started == 1
+
+
 def test_rrq_again_mid_transfer_starts_over(server: RunningServer) -> None:
     with client() as sock:
         sock.settimeout(2)
