@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from enum import StrEnum
-from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any
 
-from proxydhcp.log import emit_fast
+from proxydhcp.log import emit_fast, text_value
 
 log = logging.getLogger("proxydhcp.dhcp")
 
@@ -104,23 +103,12 @@ class DecisionRecord:
             if key == "xid":
                 pairs.append(f"xid=0x{value:08x}")
                 continue
-            text = value if type(value) is str else str(value)  # log.text_value, inlined
-            if not text or " " in text or '"' in text or not text.isprintable():
-                text = encode_basestring_ascii(text)
-            pairs.append(f"{key}={text}")
+            pairs.append(f"{key}={text_value(value)}")
         return " ".join(pairs)
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclass_fields(DecisionRecord))
 _get_fields = attrgetter(*_FIELD_NAMES)
-
-
-def _quoted(text: str) -> str:
-    """A text value as `log.text_value` writes it: bare unless empty, unprintable or holding a space
-    or quote."""
-    if not text or " " in text or '"' in text or not text.isprintable():
-        return encode_basestring_ascii(text)
-    return text
 
 
 # An answer's line is mostly the decision, which a boot storm repeats: (port, iface, msg_type, arch,
@@ -141,10 +129,10 @@ def _answer_text(rec: DecisionRecord) -> str | None:
             return None
         stage, port, iface, msg_type, arch, subnet, boot_file, server, rule = key
         parts = (
-            f"outcome={Outcome.ANSWER.value} stage={stage.value} port={port} iface={_quoted(str(iface))}",
-            f"msg_type={_quoted(str(msg_type))} arch={_quoted(str(arch))} subnet={_quoted(str(subnet))} "
-            f"boot_file={_quoted(str(boot_file))} server={_quoted(str(server))}",
-            f"rule={_quoted(str(rule))}",
+            f"outcome={Outcome.ANSWER.value} stage={stage.value} port={port} iface={text_value(iface)}",
+            f"msg_type={text_value(msg_type)} arch={text_value(arch)} subnet={text_value(subnet)} "
+            f"boot_file={text_value(boot_file)} server={text_value(server)}",
+            f"rule={text_value(rule)}",
         )
         if len(_ANSWER_PARTS) >= _ANSWER_PARTS_MAX:
             _ANSWER_PARTS.clear()
@@ -153,8 +141,8 @@ def _answer_text(rec: DecisionRecord) -> str | None:
         return None
     head, middle, tail = parts
     return (
-        f"{head} source={_quoted(rec.source)} mac={_quoted(mac)} xid=0x{xid:08x} {middle} "
-        f"destination={_quoted(destination)} {tail}"
+        f"{head} source={text_value(rec.source)} mac={text_value(mac)} xid=0x{xid:08x} {middle} "
+        f"destination={text_value(destination)} {tail}"
     )
 
 

@@ -23,6 +23,7 @@ position is in the key, so it only ever matches requests laid out the same way.
 
 from __future__ import annotations
 
+from socket import inet_aton, inet_ntoa
 from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
@@ -95,7 +96,7 @@ class ReplyMemo:
         subnet = -1
         if port != DHCP_PORT and data[24:28] == _NO_ADDRESS:
             # 4011, not relayed: the client's own address (ciaddr, else the source) picks the subnet.
-            address = int.from_bytes(data[12:16], "big") if not ciaddr_zero else _int(source[0])
+            address = int.from_bytes(data[12:16] if not ciaddr_zero else inet_aton(source[0]), "big")
             subnet = subnet_index(self.settings, address)
         # Masked: xid 4-8, secs 8-10, ciaddr 12-16, chaddr 28-44, the GUID, the client id's MAC.
         cuts = sorted(p for p in (uuid + 3, cid + 3) if p > 2)
@@ -143,9 +144,9 @@ class ReplyMemo:
         dest, dest_text = entry.dest, entry.dest_text
         if dest is None:
             if port == DHCP_PORT:  # a client with an address gets its offer there (offer_destination)
-                dest = (ip_text_of(data[12:16]), _OFFER_CLIENT_PORT)
+                dest = (inet_ntoa(data[12:16]), _OFFER_CLIENT_PORT)
             elif source[0] == "0.0.0.0":  # sent before its lease was set up: its ciaddr (pxe_destination)
-                dest = (ip_text_of(data[12:16]), source[1])
+                dest = (inet_ntoa(data[12:16]), source[1])
             else:
                 dest = source
             dest_text = f"{dest[0]}:{dest[1]}"
@@ -166,7 +167,7 @@ class ReplyMemo:
         missed, self._missed = self._missed, None
         if reply is None or destination is None or record.delay_ms is not None or self.skipping:
             return
-        if missed is not None and missed[:5] == (data, source, port, iface, receiver) and missed[0] is data:
+        if missed is not None and missed[:5] == (data, source, port, iface, receiver):
             found = cast("tuple[tuple[object, ...], int, int] | None", missed[5])
         else:
             found = self._key(data, source, port, iface, receiver)
@@ -192,21 +193,3 @@ class ReplyMemo:
         self._entries[key] = _Entry(
             receiver, reply, uuid_at, ciaddr_copied, dest, record.destination if fixed else None, record
         )
-
-
-def _int(text: str) -> int:
-    a, b, c, d = text.split(".")
-    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
-
-
-_TEXTS: dict[bytes, str] = {}
-
-
-def ip_text_of(raw: bytes) -> str:
-    """Dotted text of 4 address bytes (cached, bounded)."""
-    text = _TEXTS.get(raw)
-    if text is None:
-        if len(_TEXTS) >= 4096:
-            _TEXTS.clear()
-        text = _TEXTS[raw] = ".".join(map(str, raw))
-    return text
