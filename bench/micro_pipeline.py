@@ -20,14 +20,13 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-import dpkt
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from proxydhcp.config import Settings  # noqa: E402
 from proxydhcp.dhcp.delivery import offer_destination, pxe_destination  # noqa: E402
 from proxydhcp.dhcp.packet import DhcpPacket  # noqa: E402
+from proxydhcp.diagnose.capture import CaptureStats, read_datagrams  # noqa: E402
 from proxydhcp.pxe.classify import DHCP_PORT, Ignore, classify  # noqa: E402
 from proxydhcp.pxe.policy import Receiver, decide  # noqa: E402
 from proxydhcp.pxe.reply import build_reply  # noqa: E402
@@ -66,19 +65,12 @@ def frames(config: Settings, receiver: Receiver) -> list[Frame]:
     """Every request of the captures that the pipeline answers."""
     out: list[Frame] = []
     for name in CAPTURES:
-        path = FIXTURES / name
-        with path.open("rb") as handle:
-            reader = dpkt.pcapng.Reader(handle) if path.suffix == ".pcapng" else dpkt.pcap.Reader(handle)
-            for _, raw in reader:
-                ip = dpkt.ethernet.Ethernet(raw).data
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
-                    continue
-                udp = ip.data
-                if udp.dport not in (67, 4011) or udp.sport not in (68, 4011):
-                    continue
-                frame = (bytes(udp.data), udp.dport, IPv4Address(ip.src), udp.sport)
-                if _answer(frame, config, receiver) is not None:
-                    out.append(frame)
+        for d in read_datagrams(FIXTURES / name, CaptureStats()):
+            if d.dport not in (67, 4011) or d.sport not in (68, 4011):
+                continue
+            frame = (d.payload, d.dport, d.src, d.sport)
+            if _answer(frame, config, receiver) is not None:
+                out.append(frame)
     return out
 
 

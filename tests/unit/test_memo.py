@@ -11,12 +11,12 @@ import random
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxydhcp.config import Settings
+from proxydhcp.diagnose.capture import CaptureStats, read_datagrams
 from proxydhcp.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from proxydhcp.pipeline import ip_text, process_datagram
 from proxydhcp.pxe.policy import Receiver
@@ -70,16 +70,9 @@ Frame = tuple[bytes, int, tuple[str, int]]  # payload, logical port, source
 def _frames() -> list[Frame]:
     out: list[Frame] = []
     for name in CAPTURES:
-        path = FIXTURES / name
-        with path.open("rb") as handle:
-            reader = dpkt.pcapng.Reader(handle) if path.suffix == ".pcapng" else dpkt.pcap.Reader(handle)
-            for _, raw in reader:
-                ip = dpkt.ethernet.Ethernet(raw).data
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
-                    continue
-                udp = ip.data
-                if udp.dport in (67, 4011) and udp.sport in (68, 4011):
-                    out.append((bytes(udp.data), udp.dport, (ip_text(IPv4Address(ip.src)), udp.sport)))
+        for d in read_datagrams(FIXTURES / name, CaptureStats()):
+            if d.dport in (67, 4011) and d.sport in (68, 4011):
+                out.append((d.payload, d.dport, (ip_text(d.src), d.sport)))
     return out
 
 
