@@ -4,6 +4,7 @@ lines per event-loop iteration and loses none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -145,30 +146,30 @@ def test_events_record_reaches_caplog_through_the_slow_path(caplog: pytest.LogCa
     assert got[0].fields["mac"] == "52:54:00:00:00:01"  # type: ignore[attr-defined]
 
 
-def test_without_a_loop_every_line_is_written_at_once() -> None:
+@contextlib.contextmanager
+def _own_logger(name: str, formatter: logging.Formatter) -> Iterator[tuple[logging.Logger, CountingStream]]:
+    """A logger of its own whose only handler is a LineHandler writing to a CountingStream."""
     out = CountingStream()
     handler = LineHandler(out)
-    handler.setFormatter(TextFormatter())
-    logger = logging.getLogger("test.log.noloop")
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("one")
-        assert out.getvalue().endswith("one\n") and out.writes == 1
-        logger.warning("two")
-        assert out.getvalue().endswith("two\n") and out.writes == 2
+        yield logger, out
     finally:
         logger.removeHandler(handler)
 
 
-def test_in_a_loop_lines_are_written_once_per_iteration() -> None:
-    out = CountingStream()
-    handler = LineHandler(out)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.log.loop")
-    logger.addHandler(handler)
-    logger.propagate = False
+def test_without_a_loop_every_line_is_written_at_once() -> None:
+    with _own_logger("test.log.noloop", TextFormatter()) as (logger, out):
+        logger.warning("one")
+        assert out.getvalue().endswith("one\n") and out.writes == 1
+        logger.warning("two")
+        assert out.getvalue().endswith("two\n") and out.writes == 2
 
+
+def test_in_a_loop_lines_are_written_once_per_iteration() -> None:
     async def main() -> None:
         for n in range(50):
             logger.warning("line %d", n)
@@ -184,15 +185,13 @@ def test_in_a_loop_lines_are_written_once_per_iteration() -> None:
         assert out.writes == 2 and out.getvalue().endswith('"msg":"after"}\n')
         logger.warning("pending at the end")
 
-    try:
+    with _own_logger("test.log.loop", JsonFormatter()) as (logger, out):
         asyncio.run(main())
         # Whether or not the loop ran its last flush before closing, the next line from outside a
         # loop is written at once, with anything still held before it.
         logger.warning("outside")
         msgs = [json.loads(line)["msg"] for line in out.getvalue().splitlines()]
         assert msgs[-2:] == ["pending at the end", "outside"] and len(msgs) == 53
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
@@ -200,12 +199,6 @@ def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
 ) -> None:
     """Once a flush is scheduled, further lines of the iteration just join it: no get-running-loop
     call (a getpid() system call per line in CPython 3.11)."""
-    out = CountingStream()
-    handler = LineHandler(out)
-    handler.setFormatter(TextFormatter())
-    logger = logging.getLogger("test.log.join")
-    logger.addHandler(handler)
-    logger.propagate = False
     asks = 0
     real = asyncio._get_running_loop
 
@@ -223,10 +216,8 @@ def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
         await asyncio.sleep(0)
         assert out.writes == 1 and len(out.getvalue().splitlines()) == 100
 
-    try:
+    with _own_logger("test.log.join", TextFormatter()) as (logger, out):
         asyncio.run(main())
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_a_large_batch_is_written_without_waiting_for_the_loop() -> None:
