@@ -8,7 +8,9 @@ read would mostly cost a failed syscall and a BlockingIOError. DATA headers are 
 slices of the source's buffer; a window goes out as one UDP GSO send (a UDP_SEGMENT cmsg: the
 kernel cuts it into datagrams) where the kernel and the route allow it, else block by block. Each
 transfer has one timer; progress only moves a deadline, and the timer re-arms itself lazily when it
-fires early. The decisions (which blocks, when to resend or give up) are `transfer.ReadTransfer`'s.
+fires early. A long lockstep transfer also gets a connected twin socket on its port for its client's
+datagrams (`Transfer._pair`). The decisions (which blocks, when to resend or give up) are
+`transfer.ReadTransfer`'s.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ _NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
 # TransferStats.outcome values besides "completed", "timed out" and "error: ...":
 ABORTED = "aborted by client"  # the client sent ERROR during the transfer
 PROBE = "probe"  # ERROR right after the OACK: a tsize probe (UEFI Mtftp4GetInfo, R-62), not a failure
+
+# A lockstep transfer of this many blocks or more gets a connected twin socket (see `Transfer._pair`).
+PAIR_MIN_BLOCKS = 64
+SO_REUSEPORT = getattr(socket, "SO_REUSEPORT", 15)
 
 TID_ERROR_INTERVAL = 1.0  # seconds between two ERROR 5 replies of one transfer, at least
 REPEAT_INTERVAL = 0.5  # seconds between two answers to a repeated RRQ, at least
@@ -197,6 +203,9 @@ class Transfer:
         "_loop",
         "_now",
         "_own",
+        "_peer",
+        "_peer_recv",
+        "_peer_send",
         "_rbuf",
         "_recv_into",
         "_repeat_at",
@@ -259,14 +268,61 @@ class Transfer:
         self._recv_into = sock.recvfrom_into
         self._sendto = sock.sendto
         self._now = loop.time
+        self._peer: socket.socket | None = None
+        self._peer_send: Callable[[bytes], int] | None = None
+        self._peer_recv: Callable[[bytearray], int] | None = None
 
     def start(self) -> None:
-        if self.state.windowsize > 1:
-            self._gso = self._enable_gso(self.state.blksize + 4)
-        reader = self._on_readable_lockstep if self.state.windowsize == 1 else self._on_readable
+        state = self.state
+        if state.windowsize > 1:
+            self._gso = self._enable_gso(state.blksize + 4)
+            reader = self._on_readable
+        elif state.last_block >= PAIR_MIN_BLOCKS and self._pair():
+            reader = self._on_readable  # strangers, and the client's datagrams if the kernel sends them here
+        else:
+            reader = self._on_readable_lockstep
+        if self.done:  # an ERROR the twin took before its connect (see _pair)
+            return
         self._loop.add_reader(self.sock.fileno(), reader)
         self._send_first()
         self._arm()
+
+    def _pair(self) -> bool:
+        """Open a twin of the transfer socket: same address and port (SO_REUSEPORT, same user only), but
+        connected to the client. Linux delivers the client's datagrams to the connected twin (a
+        connected socket outscores an unconnected one), which reads and sends them with recv_into and
+        send: no address to convert or compare per block (lockstep bench: 0.89x -> 0.92x tftpd-hpa).
+        Everything else reaches the unconnected socket, which still answers a stranger with ERROR 5,
+        where a lone connected socket would leave the kernel to answer with ICMP. False, and no twin,
+        where the kernel refuses (then the transfer socket does it all, as for a short transfer)."""
+        twin = socket.socket(socket.AF_INET, _SOCK_TYPE)
+        try:
+            if not _NONBLOCK:
+                twin.setblocking(False)
+            # Set on the transfer socket after its bind: an autobind with SO_REUSEPORT could be given
+            # a port another socket of ours holds.
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+            twin.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+            twin.bind(self.local)
+            twin.connect(self.client)
+            self._loop.add_reader(twin.fileno(), self._on_lockstep)
+        except OSError as exc:
+            log.debug("no connected twin for the transfer to %s:%d: %s", *self.client, exc)
+            twin.close()
+            return False
+        self._peer = twin
+        self._peer_send = twin.send
+        self._peer_recv = twin.recv_into
+        # Between its bind and its connect the twin could take anybody's datagram: those go the
+        # checked way.
+        buf = self._rbuf
+        for _ in range(DRAIN):
+            try:
+                n, addr = twin.recvfrom_into(buf)
+            except OSError:
+                break
+            self._on_datagram(buf, n, addr)
+        return True
 
     def _arm(self) -> None:
         self._timer = self._loop.call_at(self.state.deadline(), self._on_timer)
@@ -398,26 +454,50 @@ class Transfer:
     def poll(self) -> None:
         """Handle the datagrams already queued on the socket, now (bounded)."""
         for _ in range(DRAIN):
-            if self.done or not select.select([self.sock], [], [], 0)[0]:
+            if self.done:
                 return
-            self._on_readable()
+            sockets = [self.sock] if self._peer is None else [self.sock, self._peer]
+            ready = select.select(sockets, [], [], 0)[0]
+            if not ready:
+                return
+            if self._peer in ready:
+                self._on_lockstep()
+            else:
+                self._on_readable()
 
     def _on_readable_lockstep(self) -> None:
-        """`_on_readable` for windowsize 1 past the OACK: on_ack and take_window inlined (see
-        ReadTransfer: with one block in flight, an ACK moves on only if it names that block)."""
+        """The reader of a windowsize-1 transfer without a twin: the client's datagrams go on to
+        `_on_lockstep`."""
         buf = self._rbuf
         try:
             n, addr = self._recv_into(buf)
         except OSError:
             return
+        if addr != self.client:
+            self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
+            return
+        self._on_lockstep(n)
+
+    def _on_lockstep(self, n: int = -1) -> None:
+        """A datagram of a windowsize-1 transfer's client, already in `_rbuf` (`n` bytes), or, as the
+        connected twin's reader (no argument), read from the twin, which the kernel lets only the
+        client's datagrams into. An ACK past the OACK goes the fast way, on_ack and take_window inlined
+        (see ReadTransfer: with one block in flight, an ACK moves on only if it names that block);
+        anything else the general way."""
+        buf = self._rbuf
+        if n < 0:
+            try:
+                n = self._peer_recv(buf)  # type: ignore[misc]
+            except OSError:
+                return
         state = self.state
-        if n != 4 or buf[1] != 4 or buf[0] or addr != self.client or state.oack_pending:
-            self._on_datagram(buf, n, addr)
+        if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
+            self._on_datagram(buf, n, self.client)
             return
         acked = state.acked
         if (((buf[2] << 8) | buf[3]) - acked) & 0xFFFF != 1 or state.sent == acked:
             if state.retries:  # in backoff, a repeated ACK may ask for a resend (ReadTransfer)
-                self._on_datagram(buf, n, addr)
+                self._on_datagram(buf, n, self.client)
             return  # duplicate (Sorcerer's Apprentice) or a block never sent: IGNORED
         state.acked = acked = acked + 1
         state.last_progress = self._now()
@@ -436,7 +516,10 @@ class Transfer:
             return
         state.sent = acked + 1
         try:
-            self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
+            if self._peer_send is not None:
+                self._peer_send(_HEADERS[(acked + 1) & 0xFFFF] + view)
+            else:
+                self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
@@ -519,6 +602,11 @@ class Transfer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._peer is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._peer.fileno())
+            self._peer.close()
+            self._peer = self._peer_send = self._peer_recv = None
         if self.pool is not None:
             self.pool.give(self.sock, self.local, self.client)
         else:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import struct
 import time
@@ -26,6 +27,7 @@ from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.endpoint import (
     DRAIN,
     MAX_DATAGRAM,
+    POOL_SIZE,
     PROBE,
     OwnSockets,
     SocketPool,
@@ -84,6 +86,26 @@ class TftpConfig:
     # see server.run_standalone); the kernel spreads clients over the workers by address and port.
     # Caps, stats and the file cache are then per worker.
     workers: int = 1
+
+
+def raise_open_files(need: int) -> int:
+    """Raise the soft limit on open files toward `need` (within the hard limit; many distributions
+    start services at 1024) and return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.debug("cannot raise the open files limit to %d: %s", target, exc)
+            return soft
+        soft = target
+    if soft < need:
+        log.warning("open files are limited to %d by the hard limit, under the %d max_transfers may need",
+                    soft, need)  # fmt: skip
+    return soft
 
 
 @dataclass
@@ -223,6 +245,8 @@ class TftpServer:
             raise
         self._sock = sock
         self._pool = SocketPool(self._loop, self._own)
+        # Two sockets per long lockstep transfer (endpoint.PAIR_MIN_BLOCKS), a file per chunked one.
+        raise_open_files(3 * self.config.max_transfers + POOL_SIZE + 64)
         self._own.listener_port = self.port
         self._own.addresses.add(sock.getsockname())
         self._loop.add_reader(sock.fileno(), self._on_request)

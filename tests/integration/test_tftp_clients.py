@@ -27,6 +27,7 @@ from tests.integration.tftp_fixtures import (
     start_server,
     stop_server,
     tftp_server,
+    udp_peers_on,
 )
 
 __all__ = ["tftp_server"]  # the fixture, re-exported for pytest
@@ -529,12 +530,6 @@ def test_file_shrinking_mid_transfer_ends_with_error(tmp_path: Path, monkeypatch
         stop_server(running)
 
 
-def _udp_sockets_on(port: int) -> int:
-    """How many IPv4 UDP sockets are bound to `port` (/proc/net/udp, local address column)."""
-    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if int(line.split()[1].split(":")[1], 16) == port)
-
-
 def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     """`run_standalone(workers=2)`: two processes in one SO_REUSEPORT group; clients from many source
     ports (hashed over both) all get intact files; SIGTERM to the parent stops both."""
@@ -552,9 +547,9 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
     try:
         deadline = time.monotonic() + 15
-        while _udp_sockets_on(port) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        while len(udp_peers_on(port)) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert _udp_sockets_on(port) == 2, "two workers did not both bind the port"
+        assert len(udp_peers_on(port)) == 2, "two workers did not both bind the port"
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 1, children
         for i in range(24):  # a fresh source port each: the kernel spreads them over both workers
@@ -563,7 +558,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         assert not Path(f"/proc/{children[0]}").exists(), "the worker outlived the parent (or was not reaped)"
-        assert _udp_sockets_on(port) == 0
+        assert len(udp_peers_on(port)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.integration.tftp_fixtures import (
     rrq,
     start_server,
     stop_server,
+    udp_peers_on,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -118,6 +120,61 @@ def test_stale_datagram_to_a_reused_port_is_a_stray(server: RunningServer) -> No
                 new.sendto(b"\0\5\0\0done\0", peer)
                 return
         pytest.fail("no transfer reused the old port")
+
+
+def test_long_lockstep_transfer_reads_its_client_through_a_connected_twin(server: RunningServer) -> None:
+    """A lockstep transfer of PAIR_MIN_BLOCKS blocks or more gets a second socket on its port, connected
+    to the client (the fast path: no address work per block). The client still sees one TID, every
+    block arrives intact, a stranger to that port still gets ERROR 5 and the transfer goes on, and the
+    twin is gone when the transfer is over (the pooled socket stays)."""
+    data = server.contents["big.bin"]  # 391 blocks of 512
+    with client() as sock, client() as stranger:
+        peer = first_block(sock, server.port)
+        assert sorted(udp_peers_on(peer[1])) == [("0.0.0.0", 0), sock.getsockname()]
+        stranger.sendto(b"\0\4\0\1", peer)
+        assert [d for d, _ in replies(stranger, 0.5)] == [b"\0\5\0\5Unknown transfer ID\0"]
+        replies(sock, 0)  # a timer's resend of block 1, perhaps
+        sock.settimeout(3)
+        sock.sendto(b"\0\4\0\0", peer)  # a duplicate: ignored, as on one socket
+        sock.sendto(b"\0\4\0\1", peer)
+        received = bytearray(data[:512])
+        for block in range(2, 1000):
+            got, addr = sock.recvfrom(2000)
+            assert addr == peer
+            assert got[:4] == b"\0\3" + block.to_bytes(2, "big"), (got[:4], block)
+            received += got[4:]
+            sock.sendto(b"\0\4" + got[2:4], peer)
+            if len(got) < 516:
+                break
+        assert bytes(received) == data
+        stats = server.wait_finished(1, timeout=5)
+        assert stats[-1].outcome == "completed"
+        assert udp_peers_on(peer[1]) == [("0.0.0.0", 0)]
+
+
+def test_short_lockstep_transfer_has_no_twin(server: RunningServer) -> None:
+    """Under PAIR_MIN_BLOCKS (small.bin: 9 blocks) a twin would cost more system calls than it saves."""
+    with client() as sock:
+        peer = first_block(sock, server.port, b"small.bin")
+        assert udp_peers_on(peer[1]) == [("0.0.0.0", 0)]
+        sock.sendto(b"\0\5\0\0done\0", peer)
+
+
+@pytest.mark.parametrize("name", [b"big.bin", b"small.bin"], ids=["twin", "one-socket"])
+def test_repeated_ack_in_backoff_gets_the_block_again(server: RunningServer, name: bytes) -> None:
+    """Block 2 lost, the timer has resent it once and backs off (2 s next): the client's repeated ACK 1,
+    a timeout later, gets block 2 at once (ReadTransfer's RESEND_NOW), on the lockstep fast path with
+    and without a twin."""
+    with client() as sock:
+        peer = first_block(sock, server.port, name)
+        sock.sendto(b"\0\4\0\1", peer)
+        assert sock.recvfrom(2000)[0][:4] == b"\0\3\0\2"  # "lost": not acknowledged
+        assert sock.recvfrom(2000)[0][:4] == b"\0\3\0\2"  # the timer's resend, after 1 s
+        time.sleep(1.1)
+        sock.sendto(b"\0\4\0\1", peer)
+        got = replies(sock, 0.4)
+        assert [d[:4] for d, _ in got] == [b"\0\3\0\2"]
+        sock.sendto(b"\0\5\0\0done\0", peer)
 
 
 def test_changed_file_is_served_new(server: RunningServer) -> None:

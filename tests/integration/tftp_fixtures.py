@@ -190,6 +190,18 @@ def fetch(
         sock.close()
 
 
+def udp_peers_on(port: int) -> list[tuple[str, int]]:
+    """The remote address of each IPv4 UDP socket bound to `port` (/proc/net/udp): ("0.0.0.0", 0) for an
+    unconnected one."""
+    peers = []
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(local.split(":")[1], 16) == port:
+            address, remote_port = remote.split(":")
+            peers.append((socket.inet_ntoa(int(address, 16).to_bytes(4, "little")), int(remote_port, 16)))
+    return peers
+
+
 def client(address: str = "127.0.0.1") -> socket.socket:
     """A UDP socket on `address`, any port: one test client TID."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -323,3 +325,31 @@ def test_transfer_fields_text_equals_text_pairs(name: str, duration: float, outc
     stats = TransferStats(("10.0.0.7", 2070), name, size, 1468, 4, 2, duration, outcome)
     fields = TransferFields(stats, endpoint.printable(name))
     assert fields.text_fields() == text_pairs(fields.fields())
+
+
+_RAISE = """
+import logging, resource, sys
+from proxydhcp.tftp.listener import raise_open_files
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
+soft, hard = map(int, sys.argv[1:3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(raise_open_files(int(sys.argv[3])), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "need", "limit", "warned"),
+    [(256, 4096, 3000, 3000, False), (256, 1024, 3000, 1024, True), (4096, 8192, 3000, 4096, False)],
+    ids=["raised", "capped-by-hard", "already-enough"],
+)
+def test_open_files_limit_is_raised_toward_what_transfers_need(
+    soft: int, hard: int, need: int, limit: int, warned: bool
+) -> None:
+    """Twin sockets double a long transfer's descriptors: a service started with the common soft limit
+    of 1024 would run out long before max_transfers (a child process: limits are per process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RAISE, str(soft), str(hard), str(need)],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert out.splitlines()[-1] == f"{limit} {limit}"
+    assert ("WARNING open files are limited" in out) == warned
