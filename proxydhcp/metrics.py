@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from proxydhcp import __version__
 from proxydhcp.config import parse_listen
@@ -163,6 +165,13 @@ class Metrics:
         self._tftp_active = Gauge(
             "proxydhcp_tftp_active_transfers", "TFTP transfers in progress.", registry=r
         )
+        self._memo_hits: Callable[[], int] = lambda: 0
+        r.register(_ScrapedCounter(
+            "proxydhcp_reply_memo_hits",
+            "DHCP requests answered from the reply memo (the answer to an earlier request of the same "
+            "shape, the client's own identity patched in) instead of the whole pipeline.",
+            lambda: self._memo_hits(),
+        ))  # fmt: skip
         self._server: Any = None
         # Label children by the record values that chose them: .labels() per packet costs more than
         # the rest of the observation. Bounded by the label vocabularies (and a cap, for safety).
@@ -233,6 +242,10 @@ class Metrics:
         """Read the number of active transfers at scrape time (no bookkeeping to get out of step)."""
         self._tftp_active.set_function(lambda: float(count()))
 
+    def set_memo_hits(self, count: Callable[[], int]) -> None:
+        """Read the reply memo's hits at scrape time: the hot path counts nothing for metrics."""
+        self._memo_hits = count
+
     def start_http(self, listen: str) -> None:
         """Serve /metrics on `listen` (ADDR:PORT) from a daemon thread. Raises ConfigError or OSError."""
         address, port = parse_listen(listen)
@@ -252,6 +265,21 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _ScrapedCounter(Collector):
+    """A counter whose value a function gives at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._documentation)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._documentation, value=float(self._read()))]
 
 
 _CHILDREN_MAX = 4096

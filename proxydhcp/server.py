@@ -95,9 +95,15 @@ class ProxyDhcpService:
         self.tftp: TftpServer | None = None
         self.serving = False
         self.memo = ReplyMemo(settings)
+        self._memo_hits_before = 0  # hits of the memos earlier reloads replaced
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_start: list[Callable[[tuple[str, int], str], None]] = []
         self.on_transfer: list[Callable[[TransferStats], None]] = []
+
+    @property
+    def memo_hits(self) -> int:
+        """Requests answered from the reply memo since the start, across reloads."""
+        return self._memo_hits_before + self.memo.hits
 
     # -- packets ---------------------------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class ProxyDhcpService:
         try:
             memo = self.memo
             if memo.settings is not settings:  # reloaded: what was learned may no longer hold
+                self._memo_hits_before += memo.hits
                 memo = self.memo = ReplyMemo(settings)
             # A request shaped like one already answered (a boot storm of identical machines) gets
             # that answer with its own xid, MAC, UUID and address patched in; else the pipeline.
@@ -354,6 +361,7 @@ def _start_metrics(settings: Settings, service: ProxyDhcpService) -> None:
         raise StartupError(f"metrics.listen {settings.metrics.listen}: cannot bind: {exc.strerror}") from None
     events.add_sink(metrics.observe_decision)
     registry.set_active_transfers(lambda: service.tftp.active if service.tftp is not None else 0)
+    registry.set_memo_hits(lambda: service.memo_hits)
     on_start, on_transfer = tftp_metrics_hooks(registry)
     service.on_start.append(on_start)
     service.on_transfer.append(on_transfer)

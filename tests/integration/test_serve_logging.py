@@ -225,6 +225,7 @@ def test_metrics_count_the_packets_sent(lab: Lab, setup: Callable[..., tuple[Pro
     before = scrape(lab)
     assert ("proxydhcp_build_info", (("version", _version()),)) in before
     assert not [k for k in before if k[0] == "proxydhcp_dhcp_packets_total"], "counted before any packet"
+    assert before[("proxydhcp_reply_memo_hits_total", ())] == 0
 
     for n in range(2):
         reply(c.bcast, dc.discover(MAC, 0x7400 + n, arch=0), BCAST, 0x7400 + n)
@@ -266,6 +267,8 @@ def test_metrics_count_the_packets_sent(lab: Lab, setup: Callable[..., tuple[Pro
         if k[0] in ("proxydhcp_dhcp_packets_total", "proxydhcp_offers_total", "proxydhcp_pxe_acks_total")
     }
     assert got == expected
+    # The second BIOS DISCOVER is the first's shape (only the xid differs): answered from the memo.
+    assert after[("proxydhcp_reply_memo_hits_total", ())] == 1
     # TFTP is off: its counters exist and stay at zero.
     assert after[("proxydhcp_tftp_transfers_started_total", ())] == 0
     assert after[("proxydhcp_tftp_active_transfers", ())] == 0

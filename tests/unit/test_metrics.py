@@ -244,3 +244,11 @@ def test_repeated_records_keep_counting(metrics: Metrics) -> None:
     assert value(s, packets, **ignored) == 2
     assert value(s, "proxydhcp_offers_total", arch="bios") == 3
     assert value(s, "proxydhcp_pxe_acks_total", arch="bios") == 0
+
+
+def test_reply_memo_hits_are_read_at_scrape_time(metrics: Metrics) -> None:
+    assert value(scrape(metrics), "proxydhcp_reply_memo_hits_total") == 0
+    hits = [0]
+    metrics.set_memo_hits(lambda: hits[0])
+    hits[0] = 41
+    assert value(scrape(metrics), "proxydhcp_reply_memo_hits_total") == 41
