@@ -149,8 +149,20 @@ class BootResult:
                 f"--- capture timeline on {bridge} ({pcap}), seconds since QEMU start:",
                 wire.timeline(pcap, t0=self.t0),
             ]
+            dropped = capture_drops(pcap.parent / f"tcpdump-{bridge}.txt")
+            if dropped:
+                out.append(f"!!! tcpdump dropped {dropped} packets on {bridge}: the timeline misses them")
         out += self.notes
         return "\n".join(out)
+
+
+def capture_drops(text: Path) -> int:
+    """The packets tcpdump says the kernel dropped (its last lines, once it has stopped)."""
+    try:
+        found = re.findall(r"^(\d+) packets? dropped by kernel", text.read_text(errors="replace"), re.M)
+    except OSError:
+        return 0
+    return int(found[-1]) if found else 0
 
 
 def tail(path: Path, lines: int) -> str:
@@ -476,7 +488,10 @@ class Topology:
 
     def _capture(self, wire_ns: Netns, bridge: str, bdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
         """tcpdump on a bridge: the pcap for the assertions, text lines (-l --print) to spot the
-        marker while the VM runs."""
+        marker while the VM runs. In immediate mode libpcap gives every packet a ring frame of up to
+        64 KiB (the bridge has offloads on), so its default 2 MiB ring held ~32 packets and a burst
+        while tcpdump waited for the CPU was dropped ("83 packets dropped by kernel" lost blocks of a
+        complete ldlinux.c32 transfer): 32 MiB (-B, KiB) holds ~500."""
         text = bdir / f"tcpdump-{bridge}.txt"
         proc = wire_ns.spawn(
             [
@@ -487,6 +502,8 @@ class Topology:
                 "0",
                 "-U",
                 "--immediate-mode",
+                "-B",
+                "32768",
                 "-n",
                 "-l",
                 "--print",
