@@ -280,7 +280,7 @@ class Transfer:
         elif state.last_block >= PAIR_MIN_BLOCKS and self._pair():
             reader = self._on_readable  # strangers, and the client's datagrams if the kernel sends them here
         else:
-            reader = self._on_readable_lockstep
+            reader = self._on_lockstep
         if self.done:  # an ERROR the twin took before its connect (see _pair)
             return
         self._loop.add_reader(self.sock.fileno(), reader)
@@ -465,30 +465,24 @@ class Transfer:
             else:
                 self._on_readable()
 
-    def _on_readable_lockstep(self) -> None:
-        """The reader of a windowsize-1 transfer without a twin: the client's datagrams go on to
-        `_on_lockstep`."""
+    def _on_lockstep(self) -> None:
+        """The reader of a windowsize-1 transfer: its twin's if it has one (the kernel lets only the
+        client's datagrams in there), else its socket's, where a stranger's datagram gets ERROR 5. An
+        ACK past the OACK goes the fast way, on_ack and take_window inlined (see ReadTransfer: with one
+        block in flight, an ACK moves on only if it names that block); anything else the general way."""
         buf = self._rbuf
-        try:
-            n, addr = self._recv_into(buf)
-        except OSError:
-            return
-        if addr != self.client:
-            self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
-            return
-        self._on_lockstep(n)
-
-    def _on_lockstep(self, n: int = -1) -> None:
-        """A datagram of a windowsize-1 transfer's client, already in `_rbuf` (`n` bytes), or, as the
-        connected twin's reader (no argument), read from the twin, which the kernel lets only the
-        client's datagrams into. An ACK past the OACK goes the fast way, on_ack and take_window inlined
-        (see ReadTransfer: with one block in flight, an ACK moves on only if it names that block);
-        anything else the general way."""
-        buf = self._rbuf
-        if n < 0:
+        if self._peer_recv is not None:
             try:
-                n = self._peer_recv(buf)  # type: ignore[misc]
+                n = self._peer_recv(buf)
             except OSError:
+                return
+        else:
+            try:
+                n, addr = self._recv_into(buf)
+            except OSError:
+                return
+            if addr != self.client:
+                self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
                 return
         state = self.state
         if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
