@@ -30,17 +30,8 @@ from proxydhcp.diagnose.capture import CaptureStats, read_datagrams  # noqa: E40
 from proxydhcp.pxe.classify import DHCP_PORT, Ignore, classify  # noqa: E402
 from proxydhcp.pxe.policy import Receiver, decide  # noqa: E402
 from proxydhcp.pxe.reply import build_reply  # noqa: E402
+from tests.fixtures import DHCP_CAPTURES, FIXTURES  # noqa: E402
 
-FIXTURES = ROOT / "tests" / "fixtures"
-CAPTURES = (
-    "netboot-dhcp.pcap",
-    "a-bios-ipxe-dnsmasq-proxy.pcap",
-    "b-uefi-edk2-dnsmasq-proxy.pcap",
-    "c-bios-no-proxy-fails.pcap",
-    "edk2-bz17-uefi-decline.pcapng",
-    "edk2-bz387-uefi-4011-unanswered.pcapng",
-    "tcpdump-dhcp-rfc3004.pcap",
-)
 # Frame = (payload, logical port, source ip, source port).
 Frame = tuple[bytes, int, IPv4Address, int]
 
@@ -64,7 +55,7 @@ def settings() -> Settings:
 def frames(config: Settings, receiver: Receiver) -> list[Frame]:
     """Every request of the captures that the pipeline answers."""
     out: list[Frame] = []
-    for name in CAPTURES:
+    for name in DHCP_CAPTURES:
         for d in read_datagrams(FIXTURES / name, CaptureStats()):
             if d.dport not in (67, 4011) or d.sport not in (68, 4011):
                 continue

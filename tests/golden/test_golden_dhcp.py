@@ -14,19 +14,10 @@ import pytest
 
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
+from tests.fixtures import DHCP_CAPTURES, FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent
 DHCP_PORTS = {67, 68, 4011}
-CAPTURES = [
-    "netboot-dhcp.pcap",
-    "a-bios-ipxe-dnsmasq-proxy.pcap",
-    "b-uefi-edk2-dnsmasq-proxy.pcap",
-    "c-bios-no-proxy-fails.pcap",
-    "edk2-bz17-uefi-decline.pcapng",
-    "edk2-bz387-uefi-4011-unanswered.pcapng",
-    "tcpdump-dhcp-rfc3004.pcap",
-]
 
 
 def dhcp_frames(path: Path) -> Iterator[tuple[int, str, bytes]]:
@@ -55,7 +46,7 @@ def render(path: Path) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", DHCP_CAPTURES)
 def test_golden_dump(name: str) -> None:
     text = render(FIXTURES / name)
     assert text.count("### frame") > 0
@@ -65,7 +56,7 @@ def test_golden_dump(name: str) -> None:
     assert golden.read_text() == text
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", DHCP_CAPTURES)
 def test_round_trip(name: str) -> None:
     for _, _, payload in dhcp_frames(FIXTURES / name):
         packet = DhcpPacket.decode(payload)
@@ -100,7 +91,7 @@ def render_pipeline() -> str:
     )
     receiver = Receiver(IPv4Address("10.77.0.2"))
     out: list[str] = []
-    for name in CAPTURES:
+    for name in DHCP_CAPTURES:
         for number, addresses, payload in dhcp_frames(FIXTURES / name):
             request = DhcpPacket.decode(payload)
             dport = int(addresses.rsplit(":", 1)[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,17 +19,8 @@ from proxydhcp.diagnose.capture import CaptureStats, read_datagrams
 from proxydhcp.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from proxydhcp.pipeline import ip_text, process_datagram
 from proxydhcp.pxe.policy import Receiver
+from tests.fixtures import DHCP_CAPTURES, FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CAPTURES = (
-    "netboot-dhcp.pcap",
-    "a-bios-ipxe-dnsmasq-proxy.pcap",
-    "b-uefi-edk2-dnsmasq-proxy.pcap",
-    "c-bios-no-proxy-fails.pcap",
-    "edk2-bz17-uefi-decline.pcapng",
-    "edk2-bz387-uefi-4011-unanswered.pcapng",
-    "tcpdump-dhcp-rfc3004.pcap",
-)
 HOST_MAC = "02:00:00:00:00:07"
 
 CONFIGS = {
@@ -69,7 +59,7 @@ Frame = tuple[bytes, int, tuple[str, int]]  # payload, logical port, source
 
 def _frames() -> list[Frame]:
     out: list[Frame] = []
-    for name in CAPTURES:
+    for name in DHCP_CAPTURES:
         for d in read_datagrams(FIXTURES / name, CaptureStats()):
             if d.dport in (67, 4011) and d.sport in (68, 4011):
                 out.append((d.payload, d.dport, (ip_text(d.src), d.sport)))
