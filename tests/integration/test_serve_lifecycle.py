@@ -64,34 +64,26 @@ def test_sighup_reload_adds_subnet_and_refuses_bad_config(lab, start_proxy, tmp_
     assert _ack(lab, 0xD01) is None  # 10.77.0.0/24 is not enabled yet
     proxy.wait_log("xid=0x00000d01", "not enabled")
 
-    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "new.efi" }\n')
-    mark = len(proxy.log())
-    proxy.signal(signal.SIGHUP)
-    proxy.wait_log("configuration reloaded", after=mark)
-    ack = _ack(lab, 0xD02)
-    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+    xids = iter(range(0xD02, 0xD06))
 
-    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/33"\n')
-    mark = len(proxy.log())
-    proxy.signal(signal.SIGHUP)
-    proxy.wait_log("reload refused", "subnet", after=mark)
-    ack = _ack(lab, 0xD03)  # the old configuration is still in force
-    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
+    def reload(text: str, *expect: str) -> bytes | None:
+        """Write the config, SIGHUP, wait for the log line with `expect`; the boot file a client gets now."""
+        config.write_text(text)
+        mark = len(proxy.log())
+        proxy.signal(signal.SIGHUP)
+        proxy.wait_log(*expect, after=mark)
+        ack = _ack(lab, next(xids))
+        return None if ack is None or ack.packet is None else ack.packet.file
 
-    config.write_text('[boot]\nefi-x64 = "ipxe.efi"\n')  # valid TOML, but it would answer no one
-    mark = len(proxy.log())
-    proxy.signal(signal.SIGHUP)
-    proxy.wait_log("reload refused", "no subnet", after=mark)
-    ack = _ack(lab, 0xD04)
-    assert ack is not None and ack.packet is not None and ack.packet.file == b"new.efi"
-
+    assert reload(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "new.efi" }\n',
+                  "configuration reloaded") == b"new.efi"  # fmt: skip
+    # The old configuration stays in force when the new one is refused.
+    assert reload(base + '\n[[subnet]]\ncidr = "10.77.0.0/33"\n', "reload refused", "subnet") == b"new.efi"
+    no_subnet = '[boot]\nefi-x64 = "ipxe.efi"\n'  # valid TOML, but it would answer no one
+    assert reload(no_subnet, "reload refused", "no subnet") == b"new.efi"
     # D02-D04 share one shape, so the reply memo answers them; a reload must not leave it answering.
-    config.write_text(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "newer.efi" }\n')
-    mark = len(proxy.log())
-    proxy.signal(signal.SIGHUP)
-    proxy.wait_log("configuration reloaded", after=mark)
-    ack = _ack(lab, 0xD05)
-    assert ack is not None and ack.packet is not None and ack.packet.file == b"newer.efi"
+    assert reload(base + '\n[[subnet]]\ncidr = "10.77.0.0/24"\nboot = { efi-x64 = "newer.efi" }\n',
+                  "configuration reloaded") == b"newer.efi"  # fmt: skip
     assert proxy.proc.poll() is None
 
 
