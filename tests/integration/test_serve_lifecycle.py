@@ -3,6 +3,7 @@ the one-line errors when a port is taken or privileges are missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -16,7 +17,8 @@ import pytest
 
 from proxydhcp.dhcp.packet import MessageType
 from tests.integration import dhcpclient as dc
-from tests.integration.conftest import spawn_proxy, tftp_root
+from tests.integration.conftest import Proxy, spawn_proxy, tftp_root
+from tests.integration.readable_install import interpreter, readable_install
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -198,23 +200,29 @@ def test_unprivileged_bind_says_what_is_needed(lab) -> None:
 
 def test_unprivileged_with_only_cap_net_bind_service_answers_and_serves(lab) -> None:
     # The model of examples/proxydhcp.service: started as an ordinary user whose only capability is
-    # CAP_NET_BIND_SERVICE (ambient), never root. It must bind 67/4011/69, answer and serve.
+    # CAP_NET_BIND_SERVICE (ambient), never root. It must bind 67/4011/69, answer and serve. It runs
+    # from an install `nobody` can read: the checkout may be in a directory only root can enter.
     lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLI})
     content = b"unit-rom" * 250
     root = tftp_root({"undionly.kpxe": content})
+    install = readable_install()
     unit = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
             "--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
             "--bounding-set=-all,+net_bind_service", "--no-new-privs"]  # fmt: skip
-    proxy = spawn_proxy(
-        lab, "pxe", [*FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)], name="unit", wrapper=unit
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXYDHCP_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(PYTHONPATH=str(install), PYTHONUNBUFFERED="1")
+    argv = [*unit, "env", "-C", str(install), interpreter(), "-S", "-m", "proxydhcp", "serve",
+            *FLAGS, "--subnet", "10.77.0.0/24", "--tftp-root", str(root)]  # fmt: skip
+    proxy = Proxy(lab.ns("pxe"), lab.ns("pxe").spawn(argv, log="pxe-unit.log", env=env))
     try:
         proxy.wait_log("serving proxyDHCP")
+        pid = proxy.pid()
         cap_net_bind_service = 1 << 10
-        _assert_nobody_with_caps(proxy.proc.pid, cap_net_bind_service)
-        status = Path(f"/proc/{proxy.proc.pid}/status").read_text()
+        _assert_nobody_with_caps(pid, cap_net_bind_service)
+        status = Path(f"/proc/{pid}/status").read_text()
         assert f"CapBnd:\t{cap_net_bind_service:016x}" in status
         _answers_and_serves(lab, 0xE11, content)
     finally:
         proxy.node.stop(proxy.proc)
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(install, ignore_errors=True)
