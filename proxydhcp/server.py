@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxydhcp import events, sockets
+from proxydhcp import eventloop, events, sockets
 from proxydhcp.config import Settings, TftpSettings, load_settings
 from proxydhcp.endpoint import RECV_BATCH, Ancillary, DhcpEndpoint, Local, WarningLimiter
 from proxydhcp.errors import ConfigError
@@ -421,13 +421,6 @@ def run_service(
 ) -> int:
     """Entry point of `proxydhcp serve`: runs until SIGTERM/SIGINT; returns the exit code."""
     try:
-        import uvloop
-
-        factory: Any = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(serve(settings, config_file, overrides))
+        return eventloop.run(serve(settings, config_file, overrides))
     finally:
         flush_logs()  # lines batched for a loop iteration that will not come

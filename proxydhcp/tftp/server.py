@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from proxydhcp import eventloop
 from proxydhcp.tftp.endpoint import TransferStats
 from proxydhcp.tftp.listener import ServerStats, TftpConfig, TftpServer
 
@@ -72,12 +73,7 @@ def run_standalone(
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    result: int = uvloop.run(main())
-    return result
+    return eventloop.run(main())
 
 
 async def _serve(config: TftpConfig, parent: int | None) -> int:

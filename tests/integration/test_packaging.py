@@ -136,5 +136,6 @@ def test_pip_install_source_dir(source: Path, tmp_path: Path) -> None:
     # pip records the dependencies the project declares (a check that pyproject's list is the one used).
     show = run([bindir / "python", "-m", "pip", "show", "proxydhcp"], tmp_path).stdout
     requires = next(line for line in show.splitlines() if line.startswith("Requires:"))
-    for dep in ("dpkt", "aiofiles", "pydantic", "pydantic-settings", "typer", "prometheus-client"):
+    # uvloop on Linux: the default install is the fast one (issue 13).
+    for dep in ("dpkt", "aiofiles", "pydantic", "pydantic-settings", "typer", "prometheus-client", "uvloop"):
         assert re.search(rf"(^|[ ,]){re.escape(dep)}(,|$)", requires.split(":", 1)[1].strip()), requires
