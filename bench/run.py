@@ -13,10 +13,12 @@ their median reported. Lockstep single transfers pin server and client to CPU 0 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -303,6 +305,46 @@ def client_json(argv: list[str], timeout: float) -> tuple[int, dict[str, Any]]:
         return r.returncode, {"errors": [f"load client output unreadable: {r.stderr.strip()[:200]}"]}
 
 
+LOOP_LINE = re.compile(rb"event loop: (\w+)")
+
+
+def logged_loops(log: Path, offset: int) -> list[str]:
+    """The event loops named by `event loop: X` lines written to `log` past `offset` (proxydhcp
+    logs one per process, before it binds)."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        return [m.group(1).decode() for m in LOOP_LINE.finditer(f.read())]
+
+
+def install_check() -> list[str]:
+    """What the bench's interpreter lacks of what `pip install .` gives (the runtime dependencies
+    pyproject.toml declares for this platform): the bench measures that install unless told otherwise."""
+    code = (
+        "import importlib.metadata as m, tomllib, sys\n"
+        "from packaging.requirements import Requirement\n"
+        "deps = tomllib.load(open(sys.argv[1], 'rb'))['project']['dependencies']\n"
+        "for r in map(Requirement, deps):\n"
+        "    if r.marker is None or r.marker.evaluate({'extra': ''}):\n"
+        "        try:\n"
+        "            if not r.specifier.contains(m.version(r.name), prereleases=True): print(r)\n"
+        "        except m.PackageNotFoundError: print(r)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(peers.REPO / "pyproject.toml")],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return [f"(could not check: {out.stderr.strip().splitlines()[-1:]})"]
+    return out.stdout.split("\n")[:-1]
+
+
+def loop_summary(loops: collections.Counter[str], forced: bool, missing: list[str]) -> str:
+    """One sentence for the report: which loop proxydhcp ran on, and whether that is the default install."""
+    seen = ", ".join(f"{name} ({n} server start{'s' if n > 1 else ''})" for name, n in loops.most_common())
+    how = ("forced with --loop asyncio (PROXYDHCP_EVENT_LOOP=asyncio)" if forced
+           else "what `pip install .` gives on Linux" if not missing
+           else f"NOT the default install: the interpreter lacks {', '.join(missing)}")
+    return f"proxydhcp event loop: {seen or 'unknown (no server logged one)'}; {how}; {sys.executable}."
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, procs: Procs, tools: dict[str, Path]) -> None:
         self.args = args
@@ -311,12 +353,17 @@ class Bench:
         self.root = setup_env.WORK / ("smoke-root" if args.smoke else "root")
         self.logs = setup_env.WORK / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.loops: collections.Counter[str] = collections.Counter()  # proxydhcp starts per event loop
 
     def server(self, peer: peers.Peer, ns: Netns, ctx: peers.Ctx, pinned: bool, port: int,
                tag: str) -> subprocess.Popen[bytes] | None:
         argv = [*ns.exec(), *(PIN if pinned else []), *peer.argv(ctx)]
-        p = self.procs.start(argv, peer.cwd(ctx), self.logs / f"{peer.kind}-{peer.name}-{tag}.log")
+        log = self.logs / f"{peer.kind}-{peer.name}-{tag}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        p = self.procs.start(argv, peer.cwd(ctx), log)
         if wait_listening(ns, p, port):
+            if peer.origin == "this project":
+                self.loops.update(logged_loops(log, offset))
             return p
         self.procs.stop(p)
         return None
@@ -462,7 +509,7 @@ def cell(runs: dict[str, list[Result]], name: str, w: Workload) -> str:
 
 
 def report(res: dict[str, dict[str, list[Result]]], wls: list[Workload], names: list[str], smoke: bool,
-           rounds: int, started: float) -> str:
+           rounds: int, started: float, loop: str = "") -> str:
     load = os.getloadavg()
     lines = [
         f"# proxydhcp bench — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}{' (smoke)' if smoke else ''}",
@@ -471,6 +518,7 @@ def report(res: dict[str, dict[str, list[Result]]], wls: list[Workload], names: 
         f"per-round ratios. Machine: {os.cpu_count()} vCPUs, load average at the end "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared: figures are noisy). Bench time "
         f"{time.monotonic() - started:.0f} s.",
+        *(["", loop] if loop else []),
         "",
         "## Throughput",
         "",
@@ -544,6 +592,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "small,discover,request,discover-cold,request-cold)")
     ap.add_argument("--servers", default="", help="comma-separated server names")
     ap.add_argument("--no-venv", action="store_true", help="skip the PyPI peers")
+    ap.add_argument("--loop", choices=("installed", "asyncio"), default="installed",
+                    help="proxydhcp's event loop: the one the install gives (uvloop on Linux, default) "
+                    "or the standard asyncio loop (PROXYDHCP_EVENT_LOOP=asyncio)")
     ap.add_argument("--out", type=Path, default=None, help="where to write the markdown")
     a = ap.parse_args(argv)
     if a.rounds is None:
@@ -554,8 +605,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def is_full_run(args: argparse.Namespace) -> bool:
     """Whether this run may replace the README's "latest full run": every workload, every peer, not
-    --smoke. A partial run (--only, --servers) still writes its own results file."""
-    if args.smoke or args.servers:
+    --smoke, on the loop the install gives. A partial run (--only, --servers, --loop asyncio) still
+    writes its own results file."""
+    if args.smoke or args.servers or args.loop != "installed":
         return False
     every = {w.key for w in workloads(False)}
     return not args.only or every <= set(args.only.split(","))
@@ -572,6 +624,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _term)
+    # The servers inherit this environment: proxydhcp picks its loop from it (proxydhcp.eventloop).
+    if args.loop == "asyncio":
+        os.environ["PROXYDHCP_EVENT_LOOP"] = "asyncio"
+    else:
+        os.environ.pop("PROXYDHCP_EVENT_LOOP", None)
+    missing = install_check()
+    if missing and args.loop == "installed":
+        print(f"bench: {sys.executable} is not what `pip install .` gives (lacks {', '.join(missing)}): "
+              "run `make venv`", file=sys.stderr)
     tools = setup_env.build_loadgen()
     if not args.smoke:
         setup_env.ensure_atftpd()
@@ -601,20 +662,23 @@ def main(argv: list[str] | None = None) -> int:
     tftp, proxy = pick(peers.TFTP_PEERS), pick(peers.PROXY_PEERS)
     names = list(dict.fromkeys([p.name for p in tftp] + [p.name for p in proxy]))
     procs = Procs()
+    bench = Bench(args, procs, tools)
     try:
-        res = Bench(args, procs, tools).rounds(wls, tftp, proxy)
+        res = bench.rounds(wls, tftp, proxy)
     finally:
         procs.close()
-    md = report(res, wls, names, args.smoke, args.rounds, started)
+    loop = loop_summary(bench.loops, args.loop == "asyncio", missing)
+    md = report(res, wls, names, args.smoke, args.rounds, started, loop)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     out = args.out or (setup_env.WORK / f"smoke-{stamp}.md" if args.smoke
                        else setup_env.BENCH / "results" / f"{stamp}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md + "\n")
-    if is_full_run(args) and args.out is None:
+    if is_full_run(args) and args.out is None and not missing:
         update_readme(md, out)
     elif args.out is None and not args.smoke:
-        print("bench: partial run (--only/--servers): README summary left as is", file=sys.stderr)
+        print("bench: partial run (--only/--servers/--loop, or not the default install): README summary "
+              "left as is", file=sys.stderr)
     print(md)
     print(f"\nbench: written {out}")
     # Correctness, not speed, decides the exit code: every byte and every reply of every run was checked.
