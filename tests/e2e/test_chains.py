@@ -54,9 +54,8 @@ EFI_GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # the owner GUID the d
 SITE_KEY = Vm("sitekey", "uefisb", "52:54:00:7a:00:01", switched_off=NO_IPV6)
 # settle: after "Access Denied" the capture is to show the firmware's next boot path.
 UNSIGNED = Vm("unsigned", "uefisb", "52:54:00:7a:00:02", switched_off=NO_IPV6, settle=6.0)
-# settle: GRUB sits at its prompt; diagnose needs a few quiet seconds to call it a stop.
-SHIM_STOP = Vm("shim", "uefisb", "52:54:00:7a:00:03", switched_off=NO_IPV6, settle=5.0)
-ARM64_STOP = Vm("arm64", "arm64", "52:54:00:7a:00:04", switched_off=NO_IPV6, settle=5.0)
+SHIM_STOP = Vm("shim", "uefisb", "52:54:00:7a:00:03", switched_off=NO_IPV6)
+ARM64_STOP = Vm("arm64", "arm64", "52:54:00:7a:00:04", switched_off=NO_IPV6)
 SHIM_NS = Vm("shim-ns", "uefisb", "52:54:00:7a:01:03", switched_off=NO_IPV6)
 ARM64_NS = Vm("arm64-ns", "arm64", "52:54:00:7a:01:04", switched_off=NO_IPV6)
 
