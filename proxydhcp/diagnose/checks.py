@@ -166,9 +166,11 @@ def _judge_after(client: Client, last: Transfer, real: list[Transfer], end: floa
                 )
         return None
     marks = [m for m in client.marks if m.ts > last.last_ts]
-    quiet = end - max([last.last_ts, *(m.ts for m in marks)]) >= TIMEOUT_S
     fetched = f"{last.filename} ({last.bytes} bytes from {last.server}) was fetched completely"
-    firmware = next((m for m in marks if m.request and m.kind == "DISCOVER" and not m.ipxe), None)
+    # The loaded program's own first request, or the firmware starting over: a DISCOVER without
+    # iPXE's user class as the first request after the file means the file never ran.
+    first = next((m for m in marks if m.request), None)
+    firmware = first if first is not None and first.kind == "DISCOVER" and not first.ipxe else None
     if firmware is not None:
         path = (
             f"arch {firmware.arch}" + (f", {firmware.vendor.split(':')[0]}" if firmware.vendor else "")
@@ -200,14 +202,17 @@ def _judge_after(client: Client, last: Transfer, real: list[Transfer], end: floa
             "grub-no-server",
         )
     if any(m.request and m.ipxe for m in marks):
-        return _judge_ipxe_dhcp(client, last, marks, quiet, end)
+        return _judge_ipxe_dhcp(client, last, marks, end)
     return None
 
 
-def _judge_ipxe_dhcp(
-    client: Client, last: Transfer, marks: list[DhcpMark], quiet: bool, end: float
-) -> Verdict | None:
-    """iPXE's own DHCP, after the firmware loaded it: the same failures as at the firmware stage."""
+def _judge_ipxe_dhcp(client: Client, last: Transfer, marks: list[DhcpMark], end: float) -> Verdict | None:
+    """iPXE's own DHCP, after the firmware loaded it: the same failures as at the firmware stage.
+    iPXE's part ends where the firmware sends its own DISCOVER again (iPXE gave up and returned)."""
+    gave_up = next((m for m in marks if m.request and m.kind == "DISCOVER" and not m.ipxe), None)
+    if gave_up is not None:
+        marks = [m for m in marks if m.ts < gave_up.ts]
+    quiet = gave_up is not None or end - max([last.last_ts, *(m.ts for m in marks)]) >= TIMEOUT_S
     asks = [r for r in client.req4011.values() if r.first_ts > last.last_ts]
     if asks and not any(r.answered for r in asks):
         r = max(asks, key=lambda q: q.count)

@@ -271,8 +271,8 @@ class Timeline:
             arch = dopt.client_arch(pkt)
         except MalformedPacket:
             arch = None
-        if arch is not None:
-            client.arch = arch
+        if arch is not None and client.arch is None:
+            client.arch = arch  # the first one: a firmware falling back to HTTP boot asks as arch 16 later
         vendor = _text(pkt.option(Opt.VENDOR_CLASS))
         if vendor and not client.vendor_class.startswith("PXEClient:Arch"):
             client.vendor_class = vendor
@@ -514,9 +514,10 @@ class Timeline:
         elif isinstance(pkt, tftp.Data):
             if pkt.block == (t.blocks + 1) & 0xFFFF:
                 t.blocks += 1
-                t.bytes += len(pkt.payload)
-                t.last_len = len(pkt.payload)
-                if len(pkt.payload) < t.blksize:
+                size = len(pkt.payload) if d.wire_len is None else d.wire_len - 4  # 4: TFTP header
+                t.bytes += size
+                t.last_len = size
+                if size < t.blksize:
                     t.complete = True
                     client.add_event(
                         Event(

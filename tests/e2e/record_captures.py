@@ -62,12 +62,21 @@ class _Enough(Exception):
 
 def trim(src: Path, dst: Path) -> int:
     """Copy the Ethernet frames of `src` that are DHCP or TFTP (incl. the transfers' ephemeral-port
-    traffic) to `dst`, unchanged; returns how many were kept."""
+    traffic) and ICMP unreachables to `dst`; returns how many were kept. TFTP DATA frames are cut
+    after their TFTP header, as a capture's snap length cuts them (the record keeps the frame's
+    length on the wire; diagnose takes sizes from the UDP header): a 4 MB GRUB transfer takes
+    ~0.5 MB instead of 4.3."""
     tftp_clients: set[tuple[bytes, int]] = set()  # (ip, port) that sent an RRQ
     kept = 0
     with src.open("rb") as fin, dst.open("wb") as fout:
         reader = dpkt.pcap.Reader(fin)
         writer = dpkt.pcap.Writer(fout, snaplen=65535, linktype=reader.datalink())
+
+        def write(buf: bytes, ts: float, caplen: int | None = None) -> None:
+            sec, usec = int(ts), round(ts % 1 * 1_000_000)
+            cut = buf if caplen is None else buf[:caplen]
+            fout.write(writer._pack_hdr(sec, usec, len(cut), len(buf)) + cut)
+
         for ts, buf in reader:
             try:
                 eth = dpkt.ethernet.Ethernet(buf)
@@ -75,7 +84,7 @@ def trim(src: Path, dst: Path) -> int:
                 continue
             ip = eth.data
             if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.icmp.ICMP) and ip.data.type == 3:
-                writer.writepkt(buf, ts=ts)  # port unreachable: nothing listens where a request went
+                write(buf, ts)  # port unreachable: nothing listens where a request went
                 kept += 1
                 continue
             if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
@@ -85,7 +94,9 @@ def trim(src: Path, dst: Path) -> int:
             if udp.dport == TFTP_PORT:
                 tftp_clients.add((ip.src, udp.sport))
             if {udp.sport, udp.dport} & DHCP_PORTS or udp.dport == TFTP_PORT or ends & tftp_clients:
-                writer.writepkt(buf, ts=ts)
+                data = (ip.dst, udp.dport) in tftp_clients and bytes(udp.data)[:2] == b"\x00\x03"
+                headers = len(buf) - len(bytes(udp.data))  # Ethernet + IP + UDP
+                write(buf, ts, headers + 4 if data else None)
                 kept += 1
     return kept
 

@@ -108,6 +108,8 @@ def test_ipv6_only_is_out_of_scope() -> None:
         ("second-stage-to-dhcp-server.pcap", "failed", "second-stage-to-dhcp-server", None),
         ("second-stage-to-dhcp-server.pcap", "failed", "tftp-open-timeout", None),
         ("two-proxies.pcap", "booted", "two-proxies", None),
+        ("ipxe-no-boot-file.pcap", "failed", "ipxe-no-boot-file", None),
+        ("ipxe-no-offer.pcap", "failed", "no-offer", None),
     ],
 )
 def test_hand_built_checks(name: str, verdict: str, check: str, code: str | None) -> None:
