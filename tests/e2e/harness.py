@@ -63,8 +63,12 @@ TIMINGS: list[str] = []  # one line per boot, printed at the end of the pytest r
 TOOLS = ("ip", "ethtool", "dhcpd", "dhcrelay", "dnsmasq", "tcpdump", QEMU)
 
 # The firmware's own "I give up" lines: no IPv4 PXE boot can follow them. GRUB's prompt is the
-# end of a network GRUB that found no configuration (a successful grub.cfg sleeps after the marker).
-_EDK2_GIVE_UP = r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4[^\n]*|grub> '
+# end of a network GRUB that found no configuration (a successful grub.cfg sleeps after the marker);
+# shim's verification error waits for a key press.
+_EDK2_GIVE_UP = (
+    r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4[^\n]*|grub> '
+    r"|Verification failed: \(0x[0-9A-F]+\) [A-Za-z ]*[a-z]"  # shim refused its next loader
+)
 GIVE_UP = {
     "bios": re.compile(r"No bootable device"),
     "pxelinux": re.compile(r"No bootable device"),

@@ -11,7 +11,9 @@ Two throwaway networks, each booted once with its VMs in parallel:
   - shim → Debian's signed network GRUB (x86) and grubnetaa64.efi (ARM64): GRUB is fetched
     completely, then nothing: it takes its server from the DHCP server's ACK (siaddr 0) only;
 - next-server = proxydhcp's address on the corporate dhcpd: the same GRUBs read /grub/grub.cfg and
-  ask for the marker.
+  ask for the marker;
+- MOK route (proxy only): shim loads an iPXE signed with a key in MokList (Microsoft's db only) when
+  that iPXE carries a .sbat section, and refuses the same iPXE without one ("Security Violation").
 
 Every UEFI VM has OVMF's IPv6 paths switched off (fw_cfg), so no boot waits for DHCPv6.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,12 @@ GRUB_X64 = Path("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
 IPXE = Path("/usr/lib/ipxe/ipxe.efi")
 FETCH_ARM64_GRUB = Path(__file__).with_name("fetch_arm64_grub.sh")
 EFI_GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # the owner GUID the db entry is filed under
+SHIM_LOCK_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"  # shim's vendor GUID, owner of MokList entries
+# shim refuses a loader without SBAT metadata (rhboot/shim pe.c, verify_sbat_section): this is iPXE's.
+SBAT_CSV = (
+    "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\n"
+    "ipxe.proxydhcp-e2e,1,iPXE,ipxe,1,https://ipxe.org\n"
+)
 
 SITE_KEY = Vm("sitekey", "uefisb", "52:54:00:7a:00:01", switched_off=NO_IPV6)
 # settle: after "Access Denied" the capture is to show the firmware's next boot path.
@@ -58,6 +67,8 @@ SHIM_STOP = Vm("shim", "uefisb", "52:54:00:7a:00:03", switched_off=NO_IPV6)
 ARM64_STOP = Vm("arm64", "arm64", "52:54:00:7a:00:04", switched_off=NO_IPV6)
 SHIM_NS = Vm("shim-ns", "uefisb", "52:54:00:7a:01:03", switched_off=NO_IPV6)
 ARM64_NS = Vm("arm64-ns", "arm64", "52:54:00:7a:01:04", switched_off=NO_IPV6)
+MOK = Vm("mok", "uefisb", "52:54:00:7a:02:01", switched_off=NO_IPV6)
+MOK_NO_SBAT = Vm("mok-nosbat", "uefisb", "52:54:00:7a:02:02", switched_off=NO_IPV6)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class ChainFiles:
     signed_ipxe: Path
     sb_vars: Path
     grub_arm64: Path
+    mok_ipxe: Path  # with .sbat, signed with the MOK
+    mok_ipxe_no_sbat: Path
+    mok_vars: Path  # Microsoft's keys, the MOK in MokList
 
     def root(self) -> dict[str, Path]:
         """The TFTP root beside the harness's own files: shim finds grubx64.efi next to itself."""
@@ -87,7 +101,7 @@ def _tool(name: str) -> str | None:
 
 
 def _missing() -> str | None:
-    for tool in ("openssl", "sbsign", "virt-fw-vars", QEMU_ARM64):
+    for tool in ("openssl", "sbsign", "objcopy", "objdump", "virt-fw-vars", QEMU_ARM64):
         if _tool(tool) is None:
             return f"missing command {tool} (sbsigntool, virt-firmware from PyPI, qemu-system-arm)"
     for path in (SHIM, GRUB_X64, IPXE, OVMF_SB_CODE, OVMF_SB_VARS, AAVMF_CODE):
@@ -109,35 +123,64 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}{done.stdout}")
 
 
-def make_site_key(workdir: Path) -> tuple[Path, Path]:
-    """A throwaway key and certificate; ipxe.efi signed with it; Microsoft's variable store with the
-    certificate added to db. Returns (signed ipxe.efi, variable store)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    key, cert = workdir / "site.key", workdir / "site.pem"
+def _key(workdir: Path, name: str) -> tuple[Path, Path]:
+    key, cert = workdir / f"{name}.key", workdir / f"{name}.pem"
     _run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-         "/CN=proxydhcp e2e site key/", "-keyout", str(key), "-out", str(cert)],
+         f"/CN=proxydhcp e2e {name} key/", "-keyout", str(key), "-out", str(cert)],
         workdir,
     )  # fmt: skip
-    signed = workdir / "ipxe-sitekey.efi"
-    _run(["sbsign", "--key", str(key), "--cert", str(cert), "--output", str(signed), str(IPXE)], workdir)
-    variables = workdir / "OVMF_VARS_4M.sitekey.fd"
+    return key, cert
+
+
+def _sign(workdir: Path, key: Path, cert: Path, image: Path, out: Path) -> Path:
+    _run(["sbsign", "--key", str(key), "--cert", str(cert), "--output", str(out), str(image)], workdir)
+    return out
+
+
+def _vars(workdir: Path, add: str, owner: str, cert: Path, out: Path) -> Path:
+    """Microsoft's variable store plus one certificate (--add-db or --add-mok)."""
     vfv = _tool("virt-fw-vars")
     assert vfv is not None
+    _run([vfv, "--input", str(OVMF_SB_VARS), "--output", str(out), add, owner, str(cert)], workdir)
+    return out
+
+
+def with_sbat(workdir: Path, image: Path, out: Path) -> Path:
+    """`image` with a .sbat section (SBAT_CSV) after its last section, as objcopy adds one."""
+    listing = subprocess.run(["objdump", "-h", str(image)], capture_output=True, text=True, check=True).stdout
+    ends = [
+        int(m.group(2), 16) + int(m.group(1), 16)
+        for m in re.finditer(r"^\s*\d+\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s", listing, re.M)
+    ]
+    vma = (max(ends) + 0xFFF) & ~0xFFF
+    csv = workdir / "sbat.csv"
+    csv.write_text(SBAT_CSV)
     _run(
-        [
-            vfv,
-            "--input",
-            str(OVMF_SB_VARS),
-            "--output",
-            str(variables),
-            "--add-db",
-            EFI_GLOBAL_GUID,
-            str(cert),
-        ],
+        ["objcopy", "--add-section", f".sbat={csv}",
+         "--set-section-flags", ".sbat=contents,alloc,load,readonly,data",
+         "--change-section-vma", f".sbat={vma:#x}", str(image), str(out)],
         workdir,
-    )
-    return signed, variables
+    )  # fmt: skip
+    return out
+
+
+def make_keys(workdir: Path, grub_arm64: Path) -> ChainFiles:
+    """Throwaway keys made at test time. Site key: ipxe.efi signed with it, its certificate added to
+    db. MOK: ipxe.efi with and without .sbat signed with it, its certificate in MokList (db keeps
+    Microsoft's keys only, so only shim can vouch for it)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key, cert = _key(workdir, "site")
+    mok_key, mok_cert = _key(workdir, "mok")
+    return ChainFiles(
+        signed_ipxe=_sign(workdir, key, cert, IPXE, workdir / "ipxe-sitekey.efi"),
+        sb_vars=_vars(workdir, "--add-db", EFI_GLOBAL_GUID, cert, workdir / "OVMF_VARS_4M.sitekey.fd"),
+        grub_arm64=grub_arm64,
+        mok_ipxe=_sign(workdir, mok_key, mok_cert, with_sbat(workdir, IPXE, workdir / "ipxe-sbat.efi"),
+                       workdir / "ipxe-sbat-mok.efi"),
+        mok_ipxe_no_sbat=_sign(workdir, mok_key, mok_cert, IPXE, workdir / "ipxe-mok.efi"),
+        mok_vars=_vars(workdir, "--add-mok", SHIM_LOCK_GUID, mok_cert, workdir / "OVMF_VARS_4M.mok.fd"),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +189,7 @@ def chain_files(e2e_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Ch
     fetched = subprocess.run([str(FETCH_ARM64_GRUB)], capture_output=True, text=True, timeout=600)
     lines = fetched.stdout.strip().splitlines()
     _need(None if fetched.returncode == 0 and lines else f"fetch_arm64_grub.sh failed: {fetched.stderr}")
-    signed, variables = make_site_key(tmp_path_factory.mktemp("site-key"))
-    return ChainFiles(signed, variables, Path(lines[-1]))
+    return make_keys(tmp_path_factory.mktemp("keys"), Path(lines[-1]))
 
 
 def _topology(workdir: Path, files: ChainFiles, next_server: str | None) -> Topology:
@@ -165,6 +207,26 @@ def _topology(workdir: Path, files: ChainFiles, next_server: str | None) -> Topo
 def proxy_only(chain_files: ChainFiles, tmp_path_factory: pytest.TempPathFactory) -> Run:
     with _topology(tmp_path_factory.mktemp("e2e-chains"), chain_files, None) as topo:
         return Run(topo.boot([SITE_KEY, UNSIGNED, SHIM_STOP, ARM64_STOP], timeout=150))
+
+
+@pytest.fixture(scope="module")
+def mok_route(chain_files: ChainFiles, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """shim as the efi-x64 boot file, a MOK-signed iPXE as its grubx64.efi; iPXE's own DHCP then gets
+    boot.ipxe (the iPXE rule). The variant without .sbat sits in plain/ (a host entry)."""
+    topo = Topology(
+        tmp_path_factory.mktemp("e2e-chains-mok"),
+        files={
+            "shimx64.efi": SHIM,
+            "grubx64.efi": chain_files.mok_ipxe,
+            "plain/shimx64.efi": SHIM,
+            "plain/grubx64.efi": chain_files.mok_ipxe_no_sbat,
+        },
+        boot={"efi-x64": "shimx64.efi"},
+        hosts={MOK_NO_SBAT.mac: "plain/shimx64.efi"},
+        sb_vars=chain_files.mok_vars,
+    )
+    with topo:
+        return Run(topo.boot([MOK, MOK_NO_SBAT], timeout=150))
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +368,25 @@ def test_grub_with_next_server_reads_grub_cfg(with_next_server: Run, vm: Vm, arc
     c = diagnosed(r)
     assert c["verdict"] == "booted", c
     assert c["findings"] == [], c
+
+
+def test_mok_signed_ipxe_with_sbat_runs_under_shim(mok_route: Run) -> None:
+    """The MOK route: shim (Microsoft-signed) verifies iPXE against MokList; with a .sbat section it
+    runs it, and iPXE boots boot.ipxe through the proxy, with no change to the DHCP server."""
+    r = mok_route.results[MOK.name]
+    assert r.ok, r.report()
+    dgs, ips = _client(r)
+    assert _complete(dgs, ips, "grubx64.efi"), r.report()
+    assert _rrq_names(dgs, ips)[-2:] == ["boot.ipxe", MOK.marker], r.report()
+    assert all(a.siaddr == "0.0.0.0" for a in _corp_acks(dgs, MOK.mac)), r.report()
+
+
+def test_mok_signed_ipxe_without_sbat_refused_by_shim(mok_route: Run) -> None:
+    """The same iPXE and key without .sbat: shim says "Verification failed: (0x1A) Security
+    Violation" (rhboot/shim pe.c: SBAT is mandatory for binaries shim loads)."""
+    r = mok_route.results[MOK_NO_SBAT.name]
+    assert "Verification failed: (0x1A) Security Violation" in r.outcome, r.report()
+    dgs, ips = _client(r)
+    assert _complete(dgs, ips, "plain/grubx64.efi"), r.report()
+    mine = [d.dhcp for d in dgs if d.dhcp and d.dhcp.op == 1 and d.dhcp.chaddr == MOK_NO_SBAT.mac]
+    assert not any(p.user_class() == "iPXE" for p in mine), "iPXE ran:\n" + r.report()
