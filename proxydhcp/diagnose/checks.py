@@ -152,6 +152,20 @@ def _judge_after(client: Client, last: Transfer, real: list[Transfer], end: floa
     """What became of the last file fetched completely: the program asked for files that all failed,
     the firmware refused it, GRUB found no server, or iPXE's own DHCP failed. None: nothing to say
     beyond the usual verdict (booted, or a capture that ended early)."""
+    same = [t for t in real if t.complete and t.filename == last.filename]
+    if len(same) >= 2 and any(
+        m.request and m.ipxe and same[0].last_ts < m.ts < same[1].first_ts for m in client.marks
+    ):
+        return Verdict(
+            "failed",
+            "ipxe",
+            None,
+            f"chainload loop: {last.filename} was fetched {len(same)} times, and iPXE's own DHCP request "
+            "(user class iPXE) in between got the iPXE binary again instead of a script",
+            'answer iPXE with a script: [boot] ipxe = "boot.ipxe" (proxydhcp does this unless a [[host]] '
+            "entry, which outranks it, names the iPXE binary)",
+            "chainload-loop",
+        )
     later = [t for t in real if t.first_ts > last.first_ts]
     if later:
         wanted = [t for t in later if not _harmless(t)]

@@ -110,6 +110,7 @@ def test_ipv6_only_is_out_of_scope() -> None:
         ("two-proxies.pcap", "booted", "two-proxies", None),
         ("ipxe-no-boot-file.pcap", "failed", "ipxe-no-boot-file", None),
         ("ipxe-no-offer.pcap", "failed", "no-offer", None),
+        ("ipxe-chainload-loop.pcap", "failed", "chainload-loop", None),
     ],
 )
 def test_hand_built_checks(name: str, verdict: str, check: str, code: str | None) -> None:
