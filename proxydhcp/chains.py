@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 _SHIM = re.compile(r"^shim(x64|aa64|ia32|arm)\.efi(\.signed)?$", re.I)
 _GRUB = re.compile(r"^(grub(net)?(x64|aa64|ia32|arm)\.efi(\.signed)?|core\.efi)$", re.I)
 # Files loaders look for and may not find, by design (shim's optional revocation/certificate files;
-# GRUB's module lists, per-platform config and per-MAC/IP config search; pxelinux's config search).
+# GRUB's module lists, per-platform config and per-MAC/IP config search; pxelinux's config search;
+# iPXE's autoexec.ipxe).
 _HARMLESS_MISSING = (
     re.compile(r"(^|/)revocations_[^/]*\.efi$", re.I),
     re.compile(r"(^|/)shim_certificate_[^/]*\.efi$", re.I),
@@ -35,6 +36,7 @@ _HARMLESS_MISSING = (
     re.compile(r"(^|/)[a-z0-9_]+-(efi|pc|ieee1275|uboot|emu)/grub\.cfg$", re.I),
     re.compile(r"(^|/)grub\.cfg-[0-9A-Fa-f-]+$"),
     re.compile(r"(^|/)pxelinux\.cfg/(01-[0-9a-f-]+|[0-9A-F]{1,8}|[0-9a-f-]{36})$"),
+    re.compile(r"(^|/)autoexec\.ipxe$", re.I),  # iPXE looks for it beside itself before its own DHCP
 )
 GRUB_CONFIG = "grub/grub.cfg"  # Debian's network GRUB: built-in prefix /grub
 

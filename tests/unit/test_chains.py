@@ -55,6 +55,7 @@ def test_shim_next_loader_is_beside_shim() -> None:
         "/grub/grub.cfg-0A4D0064",
         "pxelinux.cfg/01-52-54-00-09-00-01",
         "pxelinux.cfg/0A090064",
+        "autoexec.ipxe",
     ],
 )
 def test_harmless_missing(name: str) -> None:
