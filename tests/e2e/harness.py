@@ -8,9 +8,11 @@ the boot server and file, and QEMU VMs boot with their stock firmware:
   corp  eth0 10.77.0.1  ISC dhcpd + IPv6 RA ─┐
   pxe   eth0 10.77.0.2  proxydhcp (67, 4011, TFTP 69)   br0 (in namespace "wire", tcpdump here)
   VMs on taps: SeaBIOS + iPXE ROM (e1000), OVMF + EDK2 PXE (virtio-net, no ROM) ─┘
+  (also OVMF with Secure Boot on, and AAVMF under qemu-system-aarch64: tests/e2e/test_chains.py)
   relayed (relay=True): rtr eth0 10.77.0.254 on br0, eth1 10.78.0.1 on br1 (dhcrelay → corp, pxe),
                         client VMs on br1
   co-located (colocated=True): dhcpd says option 60 PXEClient; proxydhcp runs in corp, 4011 only
+  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files
 ```
 
 Success is decided on the wire, not from the service's logs: the TFTP root carries an iPXE script
