@@ -251,6 +251,15 @@ def tftp(
     )
 
 
+def _chain_warnings(settings: Settings, prefix: str, only: str | None = None) -> None:
+    """What a shim/GRUB chain needs beyond the boot file (proxydhcp.chains), on stderr."""
+    from proxydhcp.chains import settings_warnings
+
+    for warning in settings_warnings(settings):
+        if only is None or warning.boot_file == only:
+            typer.echo(f"{prefix}{warning.where}: {warning.message}", err=True)
+
+
 @app.command("check-config")
 def check_config(
     config: ConfigOpt = None,
@@ -294,6 +303,7 @@ def check_config(
             " add --subnet CIDR or a [[subnet]] table",
             err=True,
         )
+    _chain_warnings(settings, prefix="# warning: ")
 
 
 @app.command("diagnose")
@@ -391,6 +401,8 @@ def explain_cmd(
         local_network=network,
     )
     typer.echo(note + result.text(), nl=False)
+    if result.decision is not None:
+        _chain_warnings(settings, prefix="warning: ", only=result.decision.boot_file)
 
 
 @app.command("probe")

@@ -36,6 +36,11 @@ def build_report(timeline: Timeline, stats: CaptureStats, name: str) -> Report:
         report.notes.append(
             f"{timeline.malformed_tftp} TFTP datagram(s) could not be decoded and were skipped"
         )
+    if stats.cut_short:
+        report.notes.append(
+            f"{stats.cut_short} datagram(s) cut short by the capture's snap length: their sizes were "
+            "taken from the UDP header"
+        )
     if stats.ipv4_fragments:
         report.notes.append(f"{stats.ipv4_fragments} IPv4 fragment(s) seen (not reassembled)")
     if stats.ipv6:

@@ -66,6 +66,7 @@ class Datagram:
     dport: int
     payload: bytes
     src_mac: str | None  # link-layer source, when the link type has one
+    wire_len: int | None = None  # the payload's length on the wire, when the capture cut it short
 
 
 @dataclass(slots=True)
@@ -81,6 +82,7 @@ class CaptureStats:
     tftp_v6: int = 0
     undecodable: int = 0
     truncated: bool = False
+    cut_short: int = 0  # UDP datagrams cut by the snap length (their sizes come from the UDP header)
     first_ts: float | None = None
     fragment_pairs: dict[tuple[IPv4Address, IPv4Address], int] = field(default_factory=dict)
 
@@ -223,4 +225,8 @@ def _decode_frame(stats: CaptureStats, ts: float, buf: bytes) -> Datagram | None
     sport, dport, ulen = struct.unpack_from("!HHH", udp, 0)
     payload = udp[8 : ulen if 8 <= ulen <= len(udp) else len(udp)]
     stats.ipv4_udp += 1
-    return Datagram(stats.frames, ts, src, sport, dst, dport, payload, src_mac)
+    wire_len = None
+    if ulen - 8 > len(payload) and total == ihl + ulen:  # cut by the snap length, headers consistent
+        wire_len = ulen - 8
+        stats.cut_short += 1
+    return Datagram(stats.frames, ts, src, sport, dst, dport, payload, src_mac, wire_len)

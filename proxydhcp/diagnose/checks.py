@@ -6,11 +6,12 @@ the same failure (§4.1 vs §4.2), so the code is chosen by the client's firmwar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
+from proxydhcp.chains import LoaderKind, harmless_missing, loader_kind
 from proxydhcp.dhcp.arch import describe_arch, is_uefi
-from proxydhcp.diagnose.timeline import Client, Responder, Transfer
+from proxydhcp.diagnose.timeline import Client, DhcpMark, Responder, Transfer
 
 # Waiting this long after the last packet without progress counts as a timeout, not a cut capture.
 TIMEOUT_S = 4.0
@@ -88,9 +89,30 @@ def _incomplete(step: str, cause: str, fix: str = "") -> Verdict:
     return Verdict("incomplete", step, None, cause, fix)
 
 
+# The causes and fixes of the failures after a boot file was fetched (issues 13, 17, 19: verbatim).
+NOT_RUN_CAUSE = (
+    "the firmware did not run the boot file: Secure Boot rejected an unsigned or untrusted loader, "
+    "or the architecture is wrong"
+)
+NOT_RUN_FIX = (
+    "use a signed shim chain (or iPXE signed with a key enrolled in the firmware's db), and check that "
+    "the boot file is built for the client's architecture"
+)
+GRUB_STOP_CAUSE = "GRUB does not read proxy offers: it takes its server from the DHCP server's ACK"
+GRUB_STOP_FIX = (
+    "set next-server on the DHCP server for PXE clients, use a GRUB with proxy support, or use the "
+    "site-key iPXE chain"
+)
+
+
 def judge(client: Client, capture_end: float) -> Verdict:
     """The verdict for one client; `capture_end` is the time of the capture's last packet."""
     real = [t for t in client.transfers if not t.probe]
+    done = [t for t in real if t.complete]
+    if done:
+        after = _judge_after(client, done[-1], real, capture_end)
+        if after is not None:
+            return after
     for i, t in enumerate(real):
         later = [u for u in real[i + 1 :] if u.filename != t.filename]
         if t.complete and later:
@@ -118,6 +140,146 @@ def judge(client: Client, capture_end: float) -> Verdict:
             "tftp", f"only the size probe of {client.transfers[0].filename} was seen, not the real read"
         )
     return _judge_dhcp(client, capture_end)
+
+
+def _harmless(t: Transfer) -> bool:
+    """A 'not found' for a file the loader probes for and does without (shim, GRUB, pxelinux)."""
+    not_found = t.error is not None and t.error[0] == 1 and not t.error_from_client
+    return not_found and harmless_missing(t.filename)
+
+
+def _judge_after(client: Client, last: Transfer, real: list[Transfer], end: float) -> Verdict | None:
+    """What became of the last file fetched completely: the program asked for files that all failed,
+    the firmware refused it, GRUB found no server, or iPXE's own DHCP failed. None: nothing to say
+    beyond the usual verdict (booted, or a capture that ended early)."""
+    same = [t for t in real if t.complete and t.filename == last.filename]
+    if len(same) >= 2 and any(
+        m.request and m.ipxe and same[0].last_ts < m.ts < same[1].first_ts for m in client.marks
+    ):
+        return Verdict(
+            "failed",
+            "ipxe",
+            None,
+            f"chainload loop: {last.filename} was fetched {len(same)} times, and iPXE's own DHCP request "
+            "(user class iPXE) in between got the iPXE binary again instead of a script",
+            'answer iPXE with a script: [boot] ipxe = "boot.ipxe" (proxydhcp does this unless a [[host]] '
+            "entry, which outranks it, names the iPXE binary)",
+            "chainload-loop",
+        )
+    later = [t for t in real if t.first_ts > last.first_ts]
+    if later:
+        wanted = [t for t in later if not _harmless(t)]
+        if wanted and not any(t.complete for t in wanted):
+            verdict = _judge_tftp(client, wanted[0], end)
+            if verdict.verdict == "failed":
+                return replace(  # the firmware's part is done: no PXE-Exx from it
+                    verdict,
+                    step="second stage",
+                    pxe_error=None,
+                    cause=f"{last.filename} ran and asked for more; {verdict.cause}",
+                )
+        return None
+    marks = [m for m in client.marks if m.ts > last.last_ts]
+    fetched = f"{last.filename} ({last.bytes} bytes from {last.server}) was fetched completely"
+    # The loaded program's own first request, or the firmware starting over: a DISCOVER without
+    # iPXE's user class as the first request after the file means the file never ran.
+    first = next((m for m in marks if m.request), None)
+    firmware = first if first is not None and first.kind == "DISCOVER" and not first.ipxe else None
+    if firmware is not None:
+        path = (
+            f"arch {firmware.arch}" + (f", {firmware.vendor.split(':')[0]}" if firmware.vendor else "")
+            if firmware.arch is not None
+            else "the next boot option"
+        )
+        return Verdict(
+            "failed",
+            "boot file",
+            None,
+            f"{NOT_RUN_CAUSE}; {fetched}, then no request came from it and the firmware sent a new "
+            f"DISCOVER ({path}): its next boot path or a retry",
+            NOT_RUN_FIX,
+            "boot-file-not-run",
+        )
+    # No `quiet` here: a network GRUB that has a server asks for its files within a second of being
+    # loaded (0.7-0.9 s under QEMU TCG), and a capture rarely shows the silence after the last packet.
+    if loader_kind(last.filename) is LoaderKind.GRUB and not marks:
+        lease = client.responders.get(client.lease_server) if client.lease_server else None
+        seen = (
+            f" (the DHCP server {lease.server}'s ACK has siaddr {lease.siaddr})" if lease is not None else ""
+        )
+        return Verdict(
+            "failed",
+            "grub",
+            None,
+            f"{GRUB_STOP_CAUSE}; {fetched} and then this client sent no further request{seen}",
+            GRUB_STOP_FIX,
+            "grub-no-server",
+        )
+    if any(m.request and m.ipxe for m in marks):
+        return _judge_ipxe_dhcp(client, last, marks, end)
+    return None
+
+
+def _judge_ipxe_dhcp(client: Client, last: Transfer, marks: list[DhcpMark], end: float) -> Verdict | None:
+    """iPXE's own DHCP, after the firmware loaded it: the same failures as at the firmware stage.
+    iPXE's part ends where the firmware sends its own DISCOVER again (iPXE gave up and returned)."""
+    gave_up = next((m for m in marks if m.request and m.kind == "DISCOVER" and not m.ipxe), None)
+    if gave_up is not None:
+        marks = [m for m in marks if m.ts < gave_up.ts]
+    quiet = gave_up is not None or end - max([last.last_ts, *(m.ts for m in marks)]) >= TIMEOUT_S
+    asks = [r for r in client.req4011.values() if r.first_ts > last.last_ts]
+    if asks and not any(r.answered for r in asks):
+        r = max(asks, key=lambda q: q.count)
+        if r.count >= 2 or end - r.last_ts >= TIMEOUT_S:
+            resp = client.responders.get(r.server)
+            if resp is not None and resp.address_granting and resp.pxe:
+                return Verdict(
+                    "failed",
+                    "ipxe",
+                    None,
+                    f"the DHCP server {r.server} announces PXEClient (option 60) but nothing answers on its "
+                    f"port 4011: iPXE asked {r.server}:4011 for its boot file {r.count} times after loading "
+                    f"{last.filename} (a co-located set-up without the co-located proxy, or option 60 set "
+                    "on the wrong server)",
+                    f"run a port-4011 responder on {r.server} (proxydhcp serve --colocated), or stop sending "
+                    "option 60 from the DHCP server and run a proxyDHCP on the segment",
+                    "4011-unanswered",
+                )
+            return Verdict(
+                "failed",
+                "ipxe",
+                None,
+                f"iPXE asked the boot server {r.server} on port 4011 {r.count} times after loading "
+                f"{last.filename} and got no answer",
+                f"make sure the proxy on {r.server} listens on UDP 4011 and that a firewall lets port 4011 "
+                "through",
+                "4011-unanswered",
+            )
+        return None
+    asked = [m for m in marks if m.request and m.kind == "DISCOVER"]
+    replies = [m for m in marks if not m.request]
+    if not replies and (len(asked) >= 2 or quiet):
+        return Verdict(
+            "failed",
+            "ipxe",
+            None,
+            f"iPXE (loaded as {last.filename}) sent {len(asked)} DISCOVER(s) and nothing answered",
+            "check that the DHCP server and the proxy answer this segment after the firmware stage "
+            "(a switch port coming up late, spanning tree, a DHCP snooping limit)",
+            "no-offer",
+        )
+    if replies and quiet and not any(m.boot_file for m in replies) and not asks:
+        return Verdict(
+            "failed",
+            "ipxe",
+            None,
+            f"iPXE (loaded as {last.filename}) got DHCP answers without a boot file: nothing named a "
+            "script for clients running iPXE (user class iPXE), so iPXE has nothing to boot",
+            'give iPXE a script: [boot] ipxe = "boot.ipxe" on the proxy (or a filename for user class '
+            "iPXE on the DHCP server)",
+            "ipxe-no-boot-file",
+        )
+    return None
 
 
 def _judge_tftp(client: Client, t: Transfer, end: float) -> Verdict:

@@ -18,6 +18,7 @@ from proxydhcp.tftp import packet as tftp
 
 MAX_EVENTS = 200  # per client; later events are counted, not kept
 MAX_TRANSFERS = 64  # per client
+MAX_MARKS = 400  # per client
 BROADCAST = IPv4Address("255.255.255.255")
 ZERO = IPv4Address(0)
 DHCP_PORTS = frozenset({67, 68, 4011})
@@ -32,6 +33,23 @@ class Event:
     src: str
     dst: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpMark:
+    """One DHCP message of a client's, reduced to what the later-stage checks read: which program
+    asked (firmware or iPXE) and who answered with what, in time order."""
+
+    ts: float
+    kind: str  # MessageType name
+    request: bool
+    port: int  # the server side's port (67 or 4011)
+    ipxe: bool = False
+    arch: int | None = None
+    vendor: str = ""
+    server: IPv4Address = ZERO
+    address: bool = False  # a reply granting an address (yiaddr set)
+    boot_file: str = ""
 
 
 @dataclass(slots=True)
@@ -143,11 +161,16 @@ class Client:
     dropped_transfers: int = 0
     events: list[Event] = field(default_factory=list)
     dropped_events: int = 0
+    marks: list[DhcpMark] = field(default_factory=list)
     violations: list[tuple[str, str, str]] = field(default_factory=list)  # (check, severity, message)
     _violation_keys: set[tuple[str, str]] = field(default_factory=set)
     _pxe_offer_ts: float | None = None  # first offer with 60=PXEClient (proxy or server)
     _last_offer_ts: float | None = None
     _43_offer_ts: float | None = None
+
+    def add_mark(self, mark: DhcpMark) -> None:
+        if len(self.marks) < MAX_MARKS:
+            self.marks.append(mark)
 
     def add_event(self, event: Event) -> None:
         if len(self.events) < MAX_EVENTS:
@@ -248,8 +271,8 @@ class Timeline:
             arch = dopt.client_arch(pkt)
         except MalformedPacket:
             arch = None
-        if arch is not None:
-            client.arch = arch
+        if arch is not None and client.arch is None:
+            client.arch = arch  # the first one: a firmware falling back to HTTP boot asks as arch 16 later
         vendor = _text(pkt.option(Opt.VENDOR_CLASS))
         if vendor and not client.vendor_class.startswith("PXEClient:Arch"):
             client.vendor_class = vendor
@@ -269,6 +292,7 @@ class Timeline:
             parts.append("ipxe")
         if pkt.ciaddr != ZERO:
             parts.append(f"ciaddr={pkt.ciaddr}")
+        client.add_mark(DhcpMark(d.ts, name, True, d.dport, ipxe=dopt.is_ipxe(pkt), arch=arch, vendor=vendor))
         if mtype == MessageType.DISCOVER:
             client.discovers += 1
             if client._last_offer_ts is not None and d.ts > client._last_offer_ts:
@@ -336,6 +360,18 @@ class Timeline:
         if is_pxe_reply and proxy_reply and client.sent_97 and not pkt.option(Opt.CLIENT_UUID):
             resp.echoed_97 = False
         self._check_addressing(client, pkt, d, mtype)
+        client.add_mark(
+            DhcpMark(
+                d.ts,
+                name,
+                False,
+                d.sport,
+                vendor=vendor,
+                server=server,
+                address=pkt.yiaddr != ZERO,
+                boot_file=_text(pkt.file or pkt.option(Opt.BOOTFILE)),
+            )
+        )
         if mtype == MessageType.OFFER:
             resp.offers += 1
             client._last_offer_ts = d.ts
@@ -478,9 +514,10 @@ class Timeline:
         elif isinstance(pkt, tftp.Data):
             if pkt.block == (t.blocks + 1) & 0xFFFF:
                 t.blocks += 1
-                t.bytes += len(pkt.payload)
-                t.last_len = len(pkt.payload)
-                if len(pkt.payload) < t.blksize:
+                size = len(pkt.payload) if d.wire_len is None else d.wire_len - 4  # 4: TFTP header
+                t.bytes += size
+                t.last_len = size
+                if size < t.blksize:
                     t.complete = True
                     client.add_event(
                         Event(

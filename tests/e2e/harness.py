@@ -8,9 +8,11 @@ the boot server and file, and QEMU VMs boot with their stock firmware:
   corp  eth0 10.77.0.1  ISC dhcpd + IPv6 RA ─┐
   pxe   eth0 10.77.0.2  proxydhcp (67, 4011, TFTP 69)   br0 (in namespace "wire", tcpdump here)
   VMs on taps: SeaBIOS + iPXE ROM (e1000), OVMF + EDK2 PXE (virtio-net, no ROM) ─┘
+  (also OVMF with Secure Boot on, and AAVMF under qemu-system-aarch64: tests/e2e/test_chains.py)
   relayed (relay=True): rtr eth0 10.77.0.254 on br0, eth1 10.78.0.1 on br1 (dhcrelay → corp, pxe),
                         client VMs on br1
   co-located (colocated=True): dhcpd says option 60 PXEClient; proxydhcp runs in corp, 4011 only
+  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files
 ```
 
 Success is decided on the wire, not from the service's logs: the TFTP root carries an iPXE script
@@ -44,8 +46,15 @@ CORP_IP, PXE_IP = "10.77.0.1", "10.77.0.2"
 RTR_IP, RTR2_IP = "10.77.0.254", "10.78.0.1"  # the router's legs; RTR2_IP is giaddr and the gateway
 
 QEMU = os.environ.get("PROXYDHCP_E2E_QEMU", "qemu-system-x86_64")
+QEMU_ARM64 = os.environ.get("PROXYDHCP_E2E_QEMU_ARM64", "qemu-system-aarch64")
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: the SMM build and a variable store with Microsoft's keys enrolled (Secure Boot on).
+OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
+UEFI_FIRMWARE = frozenset({"uefi", "uefisb", "arm64"})
 BOOT_FILES = {  # TFTP root name → where Debian installs it (packages ipxe, pxelinux, syslinux-common)
     "undionly.kpxe": Path("/usr/lib/ipxe/undionly.kpxe"),
     "ipxe.efi": Path("/usr/lib/ipxe/ipxe.efi"),
@@ -55,11 +64,19 @@ BOOT_FILES = {  # TFTP root name → where Debian installs it (packages ipxe, px
 TIMINGS: list[str] = []  # one line per boot, printed at the end of the pytest run
 TOOLS = ("ip", "ethtool", "dhcpd", "dhcrelay", "dnsmasq", "tcpdump", QEMU)
 
-# The firmware's own "I give up" lines: no IPv4 PXE boot can follow them.
+# The firmware's own "I give up" lines: no IPv4 PXE boot can follow them. GRUB's prompt is the
+# end of a network GRUB that found no configuration (a successful grub.cfg sleeps after the marker);
+# shim's verification error waits for a key press.
+_EDK2_GIVE_UP = (
+    r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4[^\n]*|grub> '
+    r"|Verification failed: \(0x[0-9A-F]+\) [A-Za-z ]*[a-z]"  # shim refused its next loader
+)
 GIVE_UP = {
     "bios": re.compile(r"No bootable device"),
     "pxelinux": re.compile(r"No bootable device"),
-    "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
+    "uefi": re.compile(_EDK2_GIVE_UP),
+    "uefisb": re.compile(_EDK2_GIVE_UP),
+    "arm64": re.compile(_EDK2_GIVE_UP),
 }
 
 # Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
@@ -93,15 +110,53 @@ def hyphen_mac(mac: str) -> str:
     return mac.lower().replace(":", "-")
 
 
+# OVMF's network switches, read from fw_cfg (issue 20). IPv4Support=no removes the IPv4 stack,
+# PXE included: only the IPv6 paths can be switched off without losing PXE over IPv4.
+FW_SWITCHES = frozenset({"IPv4PXESupport", "IPv6PXESupport", "IPv4Support", "IPv6Support"})
+NO_IPV6 = ("IPv6PXESupport", "IPv6Support")
+
+
+def fw_cfg_switches(off: tuple[str, ...]) -> list[str]:
+    """QEMU arguments that set the firmware's network switches in `off` to "no"."""
+    unknown = set(off) - FW_SWITCHES
+    if unknown:
+        raise ValueError(f"unknown firmware switches {sorted(unknown)}")
+    return [a for name in off for a in ("-fw_cfg", f"name=opt/org.tianocore/{name},string=no")]
+
+
+def grub_cfg(vms: list[Vm]) -> str:
+    """/grub/grub.cfg for network GRUB: each VM asks for its own marker over TFTP (relative to
+    GRUB's root, the server it booted from), then sleeps so its prompt never reads as a give-up."""
+    lines = ["echo e2e: grub.cfg loaded from $root net_default_mac=$net_default_mac"]
+    for vm in vms:
+        lines += [
+            f'if [ "$net_default_mac" = "{vm.mac.lower()}" ]; then',
+            f"  cat /{vm.marker}",
+            "fi",
+        ]
+    lines += ["echo e2e: marker requested", "sleep 3600", ""]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Vm:
-    """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), or
-    pxelinux (bios, but the proxy hands it pxelinux.0 through a [[host]] entry)."""
+    """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), pxelinux
+    (bios, but the proxy hands it pxelinux.0 through a [[host]] entry), uefisb (OVMF with Secure
+    Boot on: the Topology's variable store, by default Microsoft's keys) or arm64 (AAVMF under
+    qemu-system-aarch64).
+
+    switched_off: OVMF/AAVMF network switches set to "no" through fw_cfg (opt/org.tianocore/NAME):
+    IPv4PXESupport, IPv6PXESupport, IPv4Support (the IPv4 stack: PXE and HTTP boot over IPv4),
+    IPv6Support; each unwanted boot path costs up to 60 s of timeouts (IPv6: NO_IPV6).
+    settle: seconds the VM keeps running after its firmware's give-up line, so the capture shows
+    what the firmware does next (its next boot path, a new DISCOVER)."""
 
     name: str
     firmware: str
     mac: str
     segment: str = "local"  # or "relay": behind the router, on br1
+    switched_off: tuple[str, ...] = ()
+    settle: float = 0.0
 
     @property
     def marker(self) -> str:
@@ -192,10 +247,29 @@ class Topology:
         proxy: str | None = None,
         hosts: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        boot: dict[str, str] | None = None,
+        files: dict[str, Path] | None = None,
+        next_server: str | None = None,
+        corp_pxeclient: bool = False,
+        only_4011: bool = False,
+        sb_vars: Path | None = None,
     ) -> None:
+        """boot: architecture → boot file, added to / replacing the defaults (bios, efi-x64);
+        files: TFTP root name → source file, added to the root; next_server: dhcpd's next-server
+        (siaddr in the corporate OFFER/ACK); corp_pxeclient: dhcpd says option 60 PXEClient (as in
+        co-located mode, but the proxy may stay on its own host); only_4011: proxydhcp binds port
+        4011 only (--colocated) wherever it runs; sb_vars: the variable store uefisb VMs start from
+        (default: Microsoft's keys)."""
         self.workdir = workdir
         self.relay = relay
         self.colocated = colocated
+        self.boot_table = {"bios": "undionly.kpxe", "efi-x64": "ipxe.efi", **(boot or {})}
+        self.extra_files = dict(files or {})
+        self.next_server = next_server
+        self.corp_pxeclient = corp_pxeclient or colocated
+        self.only_4011 = only_4011 or colocated
+        self.sb_vars = sb_vars or OVMF_SB_VARS
+        self.grub_vms: list[Vm] = []
         self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
         self.hosts = {m.lower(): f for m, f in (hosts or {}).items()}
         self.log = log or (lambda _msg: None)
@@ -230,7 +304,7 @@ class Topology:
     @property
     def proxy_ports(self) -> frozenset[int]:
         """Ports proxydhcp's DHCP replies come from (in co-located mode 67 is dhcpd's)."""
-        return frozenset({4011} if self.colocated else {67, 4011})
+        return frozenset({4011} if self.only_4011 else {67, 4011})
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -273,9 +347,11 @@ class Topology:
     def _make_tftp_root(self) -> None:
         root = self.tftp_root
         (root / "pxelinux.cfg").mkdir(parents=True, exist_ok=True)
-        for name, src in BOOT_FILES.items():
+        for name, src in {**BOOT_FILES, **self.extra_files}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, root / name)
         (root / "boot.ipxe").write_text(BOOT_IPXE)
+        (root / "grub").mkdir(exist_ok=True)
         (root / "pxelinux.cfg" / "default").write_text(PXELINUX_DEFAULT)
         for path in (root, *root.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -286,13 +362,17 @@ class Topology:
         if self.relay:
             subnets.append((RELAY_NET, "10.78.0.100", "10.78.0.200", RTR2_IP))
         extra = "ping-check false;"
-        if self.colocated:
+        if self.corp_pxeclient:
             # PXE spec "DHCP and boot service on one host": the DHCP server itself says PXEClient.
             extra += '\noption vendor-class-identifier "PXEClient";'
+        if self.next_server:
+            extra += f"\nnext-server {self.next_server};"
         corp.start_dhcpd("eth0", subnets, extra=extra)
         self._start_ra(corp, "eth0", "fd77::1")
         self.log(
-            f"corporate DHCP: ISC dhcpd on {CORP_IP}" + (", option 60 PXEClient" if self.colocated else "")
+            f"corporate DHCP: ISC dhcpd on {CORP_IP}"
+            + (", option 60 PXEClient" if self.corp_pxeclient else "")
+            + (f", next-server {self.next_server}" if self.next_server else "")
         )
 
     def _start_ra(self, node: Netns, iface: str, addr: str) -> None:
@@ -342,7 +422,7 @@ class Topology:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.proxy = node.spawn(argv, log=self.proxy_log.name, env=env)
         deadline = time.monotonic() + 30
-        for port in (4011, 69) if self.colocated else (67, 4011, 69):
+        for port in (4011, 69) if self.only_4011 else (67, 4011, 69):
             while True:
                 if self.proxy.poll() is not None:
                     raise RuntimeError(f"proxy exited ({self.proxy.returncode}):\n{tail(self.proxy_log, 40)}")
@@ -365,11 +445,9 @@ class Topology:
             argv = [sys.executable, "-m", "proxydhcp", "serve", "--interface", "eth0"]
             for cidr in subnets:
                 argv += ["--subnet", cidr]
+            for arch, name in self.boot_table.items():
+                argv += ["--boot-file", f"{arch}={name}"]
             argv += [
-                "--boot-file",
-                "bios=undionly.kpxe",
-                "--boot-file",
-                "efi-x64=ipxe.efi",
                 "--ipxe-boot-file",
                 "boot.ipxe",
                 "--tftp-root",
@@ -377,7 +455,7 @@ class Topology:
                 "--log-format",
                 "json",
             ]
-            if self.colocated:
+            if self.only_4011:
                 argv.append("--colocated")
             if self.hosts:
                 conf = self.workdir / "proxydhcp.toml"
@@ -443,9 +521,12 @@ class Topology:
         wire_ns = self.ns("wire")
         bridges = ["br0", "br1"] if self.relay else ["br0"]
         captures = {br: self._capture(wire_ns, br, bdir) for br in bridges}
+        self._gave_up: dict[str, tuple[float, str]] = {}
         running: dict[str, tuple[Vm, subprocess.Popen[bytes], float]] = {}
         results: dict[str, BootResult] = {}
         try:
+            self.grub_vms += [vm for vm in vms if vm not in self.grub_vms]
+            (self.tftp_root / "grub" / "grub.cfg").write_text(grub_cfg(self.grub_vms))
             for vm in vms:
                 (self.tftp_root / f"ok-{hyphen_mac(vm.mac)}").write_text(f"#!ipxe\necho e2e: OK {vm.mac}\n")
                 running[vm.name] = (vm, self._start_vm(wire_ns, vm, bdir), time.time())
@@ -556,21 +637,36 @@ class Topology:
                 "-device",
                 f"e1000,netdev=n0,mac={vm.mac},bootindex=1",
             ]
-        elif vm.firmware == "uefi":
+        elif vm.firmware in UEFI_FIRMWARE:
             # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
-            variables = bdir / f"{vm.name}-ovmf-vars.fd"
-            shutil.copyfile(OVMF_VARS, variables)
+            code, template, machine, mem = {
+                "uefi": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
+                # Secure Boot needs the SMM build, and SMM-protected variable flash.
+                "uefisb": (
+                    OVMF_SB_CODE,
+                    self.sb_vars,
+                    ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"],
+                    "512",
+                ),
+                "arm64": (AAVMF_CODE, AAVMF_VARS, ["-machine", "virt", "-cpu", "cortex-a57"], "1024"),
+            }[vm.firmware]
+            variables = bdir / f"{vm.name}-vars.fd"
+            shutil.copyfile(template, variables)
+            if vm.firmware == "arm64":
+                argv[0] = QEMU_ARM64
+                argv.remove("-vga")  # the virt machine has no VGA; AAVMF's console is the PL011 serial
+                argv.remove("std")
             argv += [
-                "-machine",
-                "q35",
+                *machine,
                 "-m",
-                "512",
+                mem,
                 "-device",
                 f"virtio-net-pci,netdev=n0,mac={vm.mac},bootindex=1,romfile=",
                 "-drive",
-                f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
+                *fw_cfg_switches(vm.switched_off),
             ]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
@@ -591,6 +687,11 @@ class Topology:
             else ""
         )
         gave_up = GIVE_UP[vm.firmware].search(serial)
+        if gave_up and vm.settle:
+            # keep the VM running a while: the capture is to show what the firmware does next
+            first = self._gave_up.setdefault(vm.name, (time.monotonic(), gave_up.group(0)))
+            if time.monotonic() - first[0] < vm.settle and proc.poll() is None:
+                return None
         if gave_up:
             # pxelinux asks for the marker, then boots its default (local disk) and gives up within
             # milliseconds: the capture's text can lag the serial console, so let it catch up.

@@ -104,8 +104,13 @@ def test_ipv6_only_is_out_of_scope() -> None:
         ("oack-blksize.pcap", "failed", "oack-blksize", "PXE-E3F"),
         ("tftp-not-found.pcap", "failed", "tftp-file-not-found", "PXE-E23"),
         ("tftp-timeout.pcap", "failed", "tftp-open-timeout", "PXE-E32"),
-        ("second-stage-to-dhcp-server.pcap", "booted", "second-stage-to-dhcp-server", None),
+        # shim ran, and its only request (to the DHCP server, which has no TFTP) went unanswered
+        ("second-stage-to-dhcp-server.pcap", "failed", "second-stage-to-dhcp-server", None),
+        ("second-stage-to-dhcp-server.pcap", "failed", "tftp-open-timeout", None),
         ("two-proxies.pcap", "booted", "two-proxies", None),
+        ("ipxe-no-boot-file.pcap", "failed", "ipxe-no-boot-file", None),
+        ("ipxe-no-offer.pcap", "failed", "no-offer", None),
+        ("ipxe-chainload-loop.pcap", "failed", "chainload-loop", None),
     ],
 )
 def test_hand_built_checks(name: str, verdict: str, check: str, code: str | None) -> None:

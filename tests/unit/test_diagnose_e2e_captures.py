@@ -19,7 +19,15 @@ from proxydhcp.diagnose import diagnose
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "fixtures" / "e2e"
 GOLDEN = ROOT / "golden" / "diagnose"
-NAMES = ["e2e-bios-ok.pcap", "e2e-uefi-ok.pcap", "e2e-no-proxy-fails.pcap", "e2e-colocated-4011-silent.pcap"]
+NAMES = [
+    "e2e-bios-ok.pcap",
+    "e2e-uefi-ok.pcap",
+    "e2e-no-proxy-fails.pcap",
+    "e2e-colocated-4011-silent.pcap",
+    "e2e-sb-unsigned-refused.pcap",
+    "e2e-shim-grub-stop.pcap",
+    "e2e-ipxe-4011-unreachable.pcap",
+]
 
 
 def _check_golden(path: Path, text: str) -> None:
@@ -99,4 +107,70 @@ def test_colocated_silent_4011() -> None:
     )
     cause = str(c["cause"])
     assert "co-located" in cause and "PXEClient" in cause and "10.77.0.1:4011" in cause
+    assert {f["check"] for f in c["findings"]} == {"4011-unanswered"}
+
+
+def test_secure_boot_refusal() -> None:
+    """OVMF with Secure Boot on fetched the unsigned ipxe.efi completely and refused it; its next
+    packet is a DISCOVER for HTTP boot (arch 16), not iPXE's DHCP (issue 17)."""
+    c = _only("e2e-sb-unsigned-refused.pcap")
+    assert (c["mac"], c["firmware"], c["arch"], c["verdict"], c["step"]) == (
+        "52:54:00:7a:00:02",
+        "uefi",
+        7,
+        "failed",
+        "boot file",
+    )
+    cause = str(c["cause"])
+    assert cause.startswith(
+        "the firmware did not run the boot file: Secure Boot rejected an unsigned or untrusted loader, "
+        "or the architecture is wrong"
+    )
+    assert "ipxe.efi (850528 bytes" in cause and "arch 16" in cause
+    assert str(c["fix"]).startswith("use a signed shim chain")
+    assert {f["check"] for f in c["findings"]} == {"boot-file-not-run"}
+    assert not c["ipxe"]
+
+
+def test_grub_stop_without_next_server() -> None:
+    """shim → Debian's network GRUB, dhcpd without next-server: shim's three 'not found' probes are
+    harmless; GRUB is fetched completely and then the client is silent (issue 19)."""
+    c = _only("e2e-shim-grub-stop.pcap")
+    assert (c["mac"], c["verdict"], c["step"], c["pxe_error"]) == (
+        "52:54:00:7a:00:03",
+        "failed",
+        "grub",
+        None,
+    )
+    assert str(c["cause"]).startswith(
+        "GRUB does not read proxy offers: it takes its server from the DHCP server's ACK"
+    )
+    assert "grubx64.efi (3843520 bytes" in str(c["cause"]) and "siaddr 0.0.0.0" in str(c["cause"])
+    assert c["fix"] == (
+        "set next-server on the DHCP server for PXE clients, use a GRUB with proxy support, or use the "
+        "site-key iPXE chain"
+    )
+    assert {f["check"] for f in c["findings"]} == {"grub-no-server"}
+    files = [(t["file"], t["complete"], (t["error"] or {}).get("code")) for t in c["tftp"]]
+    assert files[2:] == [
+        ("revocations_sku.efi", False, 1),
+        ("revocations_sbat.efi", False, 1),
+        ("shim_certificate_0.efi", False, 1),
+        ("grubx64.efi", True, None),
+    ]
+
+
+def test_ipxe_stage_4011_of_the_dhcp_server() -> None:
+    """dhcpd says PXEClient, proxydhcp answers 4011 on another host: EDK2 got ipxe.efi from it, iPXE
+    asked the DHCP server's 4011 (ICMP unreachable) and died. Failed at the iPXE stage, not a
+    capture that ended early (issue 13, item 5)."""
+    c = _only("e2e-ipxe-4011-unreachable.pcap")
+    assert (c["mac"], c["ipxe"], c["verdict"], c["step"]) == ("52:54:00:7b:00:02", True, "failed", "ipxe")
+    cause = str(c["cause"])
+    assert "10.77.0.1 announces PXEClient (option 60) but nothing answers on its port 4011" in cause
+    assert (
+        "co-located set-up without the co-located proxy" in cause
+        and "option 60 set on the wrong server" in cause
+    )
+    assert "proxydhcp serve --colocated" in str(c["fix"])
     assert {f["check"] for f in c["findings"]} == {"4011-unanswered"}
