@@ -210,7 +210,7 @@ def serve(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     setup_logging(settings.log.format, settings.log.level)
-    from proxydhcp.server import run_service
+    from proxydhcp.serve.service import run_service
 
     # The file and flags go along so that SIGHUP can rebuild the settings the same way.
     raise typer.Exit(run_service(settings, config_file=config, overrides=overrides))
@@ -237,7 +237,7 @@ def tftp(
     if not root.is_dir():
         raise fail(f"--root: not a directory: {root}")
     setup_logging(log_format or "text", "debug" if verbose else "info")
-    from proxydhcp.tftp.server import run_standalone
+    from proxydhcp.tftp.standalone import run_standalone
 
     raise typer.Exit(
         run_standalone(

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.outcome import TransferOutcome
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.files import Source
 from proxydhcp.tftp.packet import Error, ErrorCode, data_headers, decode
@@ -48,10 +49,6 @@ GSO_MAX_BYTES = 65000  # one send is one IP packet before segmentation: under 64
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _SOCK_TYPE = socket.SOCK_DGRAM | _NONBLOCK | getattr(socket, "SOCK_CLOEXEC", 0)
 _NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
-
-# TransferStats.outcome values besides "completed", "timed out" and "error: ...":
-ABORTED = "aborted by client"  # the client sent ERROR during the transfer
-PROBE = "probe"  # ERROR right after the OACK: a tsize probe (UEFI Mtftp4GetInfo, R-62), not a failure
 
 # A lockstep transfer of this many blocks or more gets a connected twin socket (see `Transfer._pair`).
 PAIR_MIN_BLOCKS = 64
@@ -91,7 +88,12 @@ class TransferStats:
     windowsize: int
     retransmits: int
     duration: float
-    outcome: str
+    outcome: TransferOutcome
+    detail: str = ""  # what the outcome's text names (the read error)
+
+    @property
+    def outcome_text(self) -> str:
+        return self.outcome.describe(self.detail)
 
     @property
     def mb_per_s(self) -> float:
@@ -374,7 +376,7 @@ class Transfer:
             if self.source.size < state.size:  # a read found the end of file early: it shrank
                 log.warning("%r changed during the transfer to %s:%d", self.filename, *self.client)
                 self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
-                self.finish("error: file changed")
+                self.finish(TransferOutcome.FILE_ERROR, "file changed")
                 return
             self._fill(base, min((first - 1 + max(state.windowsize, 1)) * blksize, state.size))
             return
@@ -447,7 +449,7 @@ class Transfer:
             # The cause goes into the outcome: the listener's one line per transfer reports it.
             cause = "cancelled" if task.cancelled() else _describe(failure)
             self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
-            self.finish(f"error: read failed: {cause}")
+            self.finish(TransferOutcome.FILE_ERROR, f"read failed: {cause}")
             return
         self._send_window()
 
@@ -497,7 +499,7 @@ class Transfer:
         state.last_progress = self._now()
         state.retries = 0
         if acked == state.last_block:
-            self.finish("completed")
+            self.finish(TransferOutcome.COMPLETED)
             return
         blksize = state.blksize
         start = acked * blksize
@@ -535,7 +537,7 @@ class Transfer:
             if result in (PROGRESS, RESEND_NOW):
                 self._send_window()
             elif result == COMPLETE:
-                self.finish("completed")
+                self.finish(TransferOutcome.COMPLETED)
             return
         self._other_packet(bytes(buf[:n]))
 
@@ -563,7 +565,7 @@ class Transfer:
             return
         if isinstance(packet, Error):
             log.debug("%s:%d sent ERROR %d %r", *self.client, packet.code, packet.message)
-            self.finish(ABORTED)
+            self.finish(TransferOutcome.CLIENT_ERROR)
         else:
             log.debug("ignored %s from %s:%d during a read", type(packet).__name__, *self.client)
 
@@ -578,21 +580,21 @@ class Transfer:
             return
         result = state.on_timeout(now)
         if result == tx.GIVE_UP:
-            self.finish("timed out")
+            self.finish(TransferOutcome.TIMEOUT)
             return
         if result == tx.ASSUME_DONE:
             log.debug("%s:%d never sent the final ACK for %r", *self.client, self.filename)
-            self.finish("completed")
+            self.finish(TransferOutcome.COMPLETED)
             return
         self._send_first()
         self._arm()
 
-    def finish(self, outcome: str) -> None:
+    def finish(self, outcome: TransferOutcome, detail: str = "") -> None:
         if self.done:
             return
         self.done = True
-        if outcome == ABORTED and self.state.probe_abort:
-            outcome = PROBE
+        if outcome is TransferOutcome.CLIENT_ERROR and self.state.probe_abort:
+            outcome = TransferOutcome.PROBE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -609,7 +611,11 @@ class Transfer:
             self.sock.close()
         self.source.close()
         state = self.state
-        sent = state.size if outcome == "completed" else min(state.acked * state.blksize, state.size)
+        sent = (
+            state.size
+            if outcome is TransferOutcome.COMPLETED
+            else min(state.acked * state.blksize, state.size)
+        )
         stats = TransferStats(
             client=self.client,
             filename=self.filename,
@@ -619,6 +625,7 @@ class Transfer:
             retransmits=state.retransmits,
             duration=time.monotonic() - self.started,
             outcome=outcome,
+            detail=detail,
         )
         self.on_done(self, stats)
 

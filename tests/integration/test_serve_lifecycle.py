@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.dhcp.packet import MessageType
+from proxydhcp.dhcp.codes import MessageType
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import spawn_proxy, tftp_root
 

@@ -302,7 +302,7 @@ def test_abort_during_chunk_read_logs_no_asyncio_error(
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), running.loop).result(5)
         gc.collect()
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), running.loop).result(5)
-        assert [s.outcome for s in running.finished] == ["aborted by client"] * 8
+        assert [s.outcome_text for s in running.finished] == ["aborted by client"] * 8
     finally:
         stop_server(running)
     assert contexts == []

@@ -2,13 +2,14 @@
 
 Every answered request of the fixture captures is learned, then replayed as other machines of the same
 model would send it (other xid, secs, MAC, UUID, client id, address, source) and as arbitrary byte
-mutations; each memo answer must equal `process_datagram`'s reply, destination and record.
+mutations; each memo answer must equal the pipeline's reply, destination and record.
 """
 
 from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address, IPv4Network
+from socket import inet_aton, inet_ntoa
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,9 +17,10 @@ from hypothesis import strategies as st
 
 from proxydhcp.config import Settings
 from proxydhcp.diagnose.capture import CaptureStats, read_datagrams
-from proxydhcp.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
-from proxydhcp.pipeline import ip_text, process_datagram
+from proxydhcp.events import DecisionRecord
+from proxydhcp.pxe.pipeline import Answered, Ignored, record, run
 from proxydhcp.pxe.policy import Receiver
+from proxydhcp.serve.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from tests.fixtures import DHCP_CAPTURES, FIXTURES
 
 HOST_MAC = "02:00:00:00:00:07"
@@ -62,27 +64,39 @@ def _frames() -> list[Frame]:
     for name in DHCP_CAPTURES:
         for d in read_datagrams(FIXTURES / name, CaptureStats()):
             if d.dport in (67, 4011) and d.sport in (68, 4011):
-                out.append((d.payload, d.dport, (ip_text(d.src), d.sport)))
+                out.append((d.payload, d.dport, (str(d.src), d.sport)))
     return out
 
 
 FRAMES = _frames()
 
 
+def _pipeline(
+    data: bytes, source: tuple[str, int], port: int, config: Settings, receiver: Receiver
+) -> tuple[Answered | Ignored, DecisionRecord]:
+    where = (IPv4Address(source[0]), source[1])
+    result = run(data, port=port, source=where, receiver=receiver, settings=config)
+    return result, record(result, port=port, iface="eth0", source=f"{source[0]}:{source[1]}")
+
+
 def _full(frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
     data, port, source = frame
-    reply, destination, record = process_datagram(
-        data, source, port=port, iface="eth0", receiver=receiver, settings=config
-    )
-    if reply is None or destination is None:
+    result, rec = _pipeline(data, source, port, config, receiver)
+    if not isinstance(result, Answered):
         return None
-    return Answer(reply, (ip_text(destination.address), destination.port), record)
+    return Answer(result.reply.encode(), (str(result.destination.address), result.destination.port), rec)
+
+
+def _learn_one(memo: ReplyMemo, data: bytes, source: tuple[str, int], port: int, config: Settings,
+               receiver: Receiver) -> None:  # fmt: skip
+    result, rec = _pipeline(data, source, port, config, receiver)
+    if isinstance(result, Answered):
+        memo.learn(data, source, port, "eth0", receiver, result, result.reply.encode(), rec)
 
 
 def _learn(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> None:
     data, port, source = frame
-    verdict = process_datagram(data, source, port=port, iface="eth0", receiver=receiver, settings=config)
-    memo.learn(data, source, port, "eth0", receiver, verdict)
+    _learn_one(memo, data, source, port, config, receiver)
 
 
 def _check(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
@@ -130,6 +144,8 @@ def _sibling(frame: Frame, rng: random.Random, mac: bytes | None = None) -> Fram
     if port == 4011 and src_ip != "0.0.0.0":
         head, _, _ = src_ip.rpartition(".")
         src_ip = f"{head}.{rng.randrange(1, 255)}"
+        if inet_aton(source[0]) == data[12:16]:  # a client sending from its own ciaddr still does
+            src_ip = inet_ntoa(b[12:16])
     return bytes(b), port, (src_ip, src_port)
 
 
@@ -167,7 +183,7 @@ def test_both_ports_are_memoised_with_their_own_destinations() -> None:
         if got is not None:
             ports.add(frame[1])
             if frame[1] == 4011:
-                assert got.dest[0] in (sibling[2][0], ip_text(IPv4Address(sibling[0][12:16])))
+                assert got.dest[0] in (sibling[2][0], str(IPv4Address(sibling[0][12:16])))
                 assert got.reply[12:16] == sibling[0][12:16]  # the ACK carries its own ciaddr
             assert got.reply[4:8] == sibling[0][4:8]
             assert got.record.mac == sibling[0][28:34].hex(":")
@@ -218,10 +234,7 @@ def test_ignored_packets_are_not_learned_and_the_memo_is_bounded() -> None:
     data, port, source = frame
     for i in range(MAX_ENTRIES + 10):  # distinct shapes: a changed hops byte each
         shaped = data[:3] + bytes([i % 256]) + data[4:44] + bytes([i // 256]) + data[45:]
-        verdict = process_datagram(
-            shaped, source, port=port, iface="eth0", receiver=receiver, settings=config
-        )
-        memo.learn(shaped, source, port, "eth0", receiver, verdict)
+        _learn_one(memo, shaped, source, port, config, receiver)
         assert len(memo) <= MAX_ENTRIES
 
 
@@ -331,9 +344,6 @@ def test_learn_never_reuses_the_key_of_another_context() -> None:
     ten = _at(data, 12, bytes(4))
     memo = ReplyMemo(config)
     assert memo.answer(ten, ("10.1.2.3", 4011), port, "eth0", receiver) is None  # subnet 10.0.0.0/8
-    verdict = process_datagram(
-        ten, ("11.1.2.3", 4011), port=port, iface="eth0", receiver=receiver, settings=config
-    )
-    memo.learn(ten, ("11.1.2.3", 4011), port, "eth0", receiver, verdict)  # learned for 0.0.0.0/1
+    _learn_one(memo, ten, ("11.1.2.3", 4011), port, config, receiver)  # learned for 0.0.0.0/1
     assert _check(memo, (ten, port, ("11.4.4.4", 4011)), config, receiver) is not None
     assert _check(memo, (ten, port, ("10.4.4.4", 4011)), config, receiver) is None

@@ -10,7 +10,8 @@ import pytest
 
 from proxydhcp.config import TftpSettings
 from proxydhcp.metrics import TFTP_FAILURES
-from proxydhcp.server import _tftp_outcome, tftp_config
+from proxydhcp.outcome import TransferOutcome
+from proxydhcp.serve.service import tftp_config
 from proxydhcp.tftp.server import TftpConfig
 
 # Settings the caller handles itself rather than passing on.
@@ -44,13 +45,13 @@ def test_every_tftp_setting_reaches_tftp_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("outcome", "label"),
     [
-        ("completed", "completed"),
-        ("probe", "probe"),
-        ("aborted by client", "client_error"),
-        ("timed out", "timeout"),
-        ("error: server shutting down", "aborted"),
+        (TransferOutcome.COMPLETED, "completed"),
+        (TransferOutcome.PROBE, "probe"),
+        (TransferOutcome.CLIENT_ERROR, "client_error"),
+        (TransferOutcome.TIMEOUT, "timeout"),
+        (TransferOutcome.ABORTED, "aborted"),
     ],
 )
-def test_outcome_labels(outcome: str, label: str) -> None:
-    assert _tftp_outcome(outcome) == label
+def test_outcome_labels(outcome: TransferOutcome, label: str) -> None:
+    assert outcome.label == label
     assert label in TFTP_FAILURES | {"completed", "probe"}
