@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from proxydhcp.dhcp.arch import canonical_arch_key
 from proxydhcp.errors import ConfigError
+from proxydhcp.tftp.config import TftpSettings
 
 IPXE_KEY = "ipxe"  # the [boot] key naming what clients already running iPXE get
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
@@ -85,21 +86,6 @@ class ServerSettings(_Section):
     @classmethod
     def _uefi_mode_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
-
-
-class TftpSettings(_Section):
-    enabled: bool = True
-    root: Path | None = None
-    address: IPv4Address = IPv4Address("0.0.0.0")
-    port: int = Field(default=69, ge=1, le=65535)
-    max_blksize: int = Field(default=1468, ge=8, le=65464)
-    max_windowsize: int = Field(default=16, ge=1, le=65535)
-    max_transfers: int = Field(default=1000, ge=1)
-    max_transfers_per_client: int = Field(default=16, ge=1)
-    timeout: float = Field(default=1.0, gt=0, le=255)
-    """Initial retransmission timeout in seconds (the client's `timeout` option overrides it)."""
-    give_up: float = Field(default=30.0, gt=0, le=3600)
-    """Abandon a transfer after this many seconds without progress."""
 
 
 class SubnetSettings(_Section):

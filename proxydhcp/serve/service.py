@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxydhcp import events
-from proxydhcp.config import Settings, TftpSettings, load_settings
+from proxydhcp.config import Settings, load_settings
 from proxydhcp.errors import ConfigError, ProxyDhcpError
 from proxydhcp.events import DecisionRecord
-from proxydhcp.log import flush_logs, setup_logging
+from proxydhcp.log import emit_fast, flush_logs, setup_logging
 from proxydhcp.outcome import Outcome, Reason, Stage
 from proxydhcp.pxe import pipeline
 from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT
@@ -38,8 +38,9 @@ from proxydhcp.serve import sockets
 from proxydhcp.serve.endpoint import Ancillary, DhcpEndpoint, Local
 from proxydhcp.serve.memo import ReplyMemo
 from proxydhcp.serve.privileges import PrivilegeError, drop_privileges
+from proxydhcp.tftp.config import TftpConfig
 from proxydhcp.tftp.endpoint import TransferStats
-from proxydhcp.tftp.server import TftpConfig, TftpServer
+from proxydhcp.tftp.server import TftpServer
 
 if TYPE_CHECKING:
     from proxydhcp.metrics import Metrics  # imported lazily: prometheus_client only when enabled
@@ -218,7 +219,10 @@ class ProxyDhcpService:
         if not cfg.root.is_dir():
             raise StartupError(f"tftp.root: not a directory: {cfg.root}")
         server = TftpServer(
-            tftp_config(cfg, cfg.root), on_transfer=self._transfer_done, on_start=self._transfer_started
+            TftpConfig.from_settings(cfg, cfg.root),
+            on_transfer=self._transfer_done,
+            on_start=self._transfer_started,
+            emit=emit_fast,
         )
         try:
             await server.start()
@@ -287,23 +291,6 @@ class ProxyDhcpService:
             extra={"fields": {"subnets": [str(s.cidr) for s in new.subnet]}},
         )
         return True
-
-
-def tftp_config(cfg: TftpSettings, root: Path) -> TftpConfig:
-    """`[tftp]` settings → the TFTP package's own config (it imports nothing from config.py).
-    Every TftpSettings field but `enabled` and `root` (checked by the caller) maps to one here;
-    `cache_bytes` keeps TftpConfig's default."""
-    return TftpConfig(
-        root=root,
-        address=str(cfg.address),
-        port=cfg.port,
-        max_blksize=cfg.max_blksize,
-        max_windowsize=cfg.max_windowsize,
-        max_transfers=cfg.max_transfers,
-        max_transfers_per_client=cfg.max_transfers_per_client,
-        timeout=cfg.timeout,
-        give_up=cfg.give_up,
-    )
 
 
 def tftp_metrics_hooks(

@@ -18,13 +18,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.log import emit_fast, text_value
 from proxydhcp.outcome import TransferOutcome
 from proxydhcp.tftp import transfer as tx
+from proxydhcp.tftp.config import TftpConfig
 from proxydhcp.tftp.endpoint import (
     DRAIN,
     MAX_DATAGRAM,
@@ -67,27 +66,6 @@ IP_MTU = getattr(socket, "IP_MTU", 14)
 _MTU_CACHE_SIZE = 1024
 
 
-@dataclass
-class TftpConfig:
-    root: Path
-    address: str = "0.0.0.0"
-    port: int = 69
-    max_blksize: int = 1468
-    max_windowsize: int = 16
-    max_transfers: int = 1000
-    max_transfers_per_client: int = 16
-    timeout: float = 1.0
-    give_up: float = 30.0
-    cache_bytes: int = 64 * 1024 * 1024
-    # Chunks of files too big for the cache, shared between their transfers: past this many bytes held,
-    # a new transfer of a big file is refused as busy unless it can share a chunk already held.
-    chunk_bytes: int = 256 * 1024 * 1024
-    # >1: the listening socket joins an SO_REUSEPORT group, one per worker process (the caller forks,
-    # see server.run_standalone); the kernel spreads clients over the workers by address and port.
-    # Caps, stats and the file cache are then per worker.
-    workers: int = 1
-
-
 def raise_open_files(need: int) -> int:
     """Raise the soft limit on open files toward `need` (within the hard limit; many distributions
     start services at 1024) and return the limit now in force."""
@@ -121,8 +99,7 @@ class ServerStats:
 
 
 class TransferFields:
-    """The structured fields of a transfer's log line (log.StructuredFields): rendered only when the
-    log handler writes, and in the text format by one f-string, not per field."""
+    """The structured fields of a transfer's log line, rendered only when the log handler writes."""
 
     __slots__ = ("name", "stats")
 
@@ -144,15 +121,10 @@ class TransferFields:
             "outcome": stats.outcome_text,
         }
 
-    def text_fields(self) -> str:
-        """`log.text_pairs(self.fields())`: numbers and the client's address need no quoting."""
-        stats = self.stats
-        return (
-            f"client={stats.client[0]}:{stats.client[1]} file={text_value(self.name)} bytes={stats.bytes} "
-            f"blksize={stats.blksize} windowsize={stats.windowsize} retransmits={stats.retransmits} "
-            f"duration={round(stats.duration, 4)} mbps={round(stats.mb_per_s, 2)} "
-            f"outcome={text_value(stats.outcome_text)}"
-        )
+
+# A log writer that can write a line without a LogRecord (`log.emit_fast`, which the service and the
+# `tftp` command pass in): (logger, level, message, fields) → whether it wrote the line.
+Emit = Callable[[logging.Logger, int, str, TransferFields], bool]
 
 
 def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float | None:
@@ -198,10 +170,13 @@ class TftpServer:
         on_transfer: Callable[[TransferStats], None] | None = None,
         *,
         on_start: Callable[[tuple[str, int], str], None] | None = None,
+        emit: Emit | None = None,
     ) -> None:
         """`on_start(client, filename)` runs when a transfer begins (after the file opened), and
-        `on_transfer(stats)` once when it ends, whatever the outcome."""
+        `on_transfer(stats)` once when it ends, whatever the outcome. `emit` writes the line of each
+        completed transfer when it can (else the logging module does)."""
         self.config = config
+        self.emit = emit
         self.on_transfer = on_transfer
         self.on_start = on_start
         self.stats = ServerStats()
@@ -541,7 +516,7 @@ class TftpServer:
             if log.isEnabledFor(logging.INFO):  # the storm's common line: no LogRecord when possible
                 fields = TransferFields(stats, name)  # formatted when the log handler writes
                 msg = f"sent {name} to {stats.client[0]}:{stats.client[1]}"
-                if not emit_fast(log, logging.INFO, msg, fields):
+                if self.emit is None or not self.emit(log, logging.INFO, msg, fields):
                     log.info("sent %s to %s:%d", name, *stats.client, extra={"fields": fields.fields()})
         elif stats.outcome is TransferOutcome.PROBE:
             s.probes += 1

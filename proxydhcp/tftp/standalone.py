@@ -1,11 +1,10 @@
-"""The asyncio TFTP server: a listener on port 69 (`listener.py`) and one endpoint per read transfer
-(`endpoint.py`, RFC 1350 TIDs). This module is the package's entry point: other modules import
-TftpConfig, TransferStats, TftpServer and run_standalone from here.
+"""`proxydhcp tftp`: the TFTP server (`server.TftpServer`) alone, in one process or several.
 
-`run_standalone(..., workers=N)` forks N - 1 more processes before any event loop exists; each binds
-the port in one SO_REUSEPORT group and serves on its own, so a boot storm uses every core. The kernel
-hashes each client's address and port to one worker, so a client's retransmitted RRQ reaches the same
-one. Caps (max_transfers, max_transfers_per_client), stats and the file cache are per worker.
+`run_standalone(config)` with `config.workers` = N forks N - 1 more processes before any event
+loop exists; each binds the port in one SO_REUSEPORT group and serves on its own, so a boot storm
+uses every core. The kernel hashes each client's address and port to one worker, so a client's
+retransmitted RRQ reaches the same one. Caps (max_transfers, max_transfers_per_client), stats and
+the file cache are per worker.
 """
 
 from __future__ import annotations
@@ -17,13 +16,10 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
-from proxydhcp.tftp.endpoint import TransferStats
-from proxydhcp.tftp.server import ServerStats, TftpConfig, TftpServer
-
-__all__ = ["ServerStats", "TftpConfig", "TftpServer", "TransferStats", "run_standalone"]
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.server import Emit, TftpServer
 
 log = logging.getLogger("proxydhcp.tftp")
 
@@ -33,26 +29,17 @@ REAP_AFTER = STOP_GRACE + 3.0  # then a worker that has not exited is killed
 PARENT_CHECK = 1.0  # seconds between a worker's checks that its parent is alive
 
 
-def run_standalone(
-    root: Path, address: str, port: int, max_blksize: int, max_windowsize: int, workers: int = 1
-) -> int:
+def run_standalone(config: TftpConfig, emit: Emit | None = None) -> int:
     """`proxydhcp tftp`: serve until SIGINT/SIGTERM; returns the exit code. Uses uvloop when installed.
 
-    `workers` > 1 needs a fixed port (each worker binds it)."""
+    `config.workers` > 1 needs a fixed port (each worker binds it). `emit` is the TftpServer's."""
+    workers = config.workers
     if not 1 <= workers <= MAX_WORKERS:
         log.error("workers: %d is not within 1..%d", workers, MAX_WORKERS)
         return 2
-    if workers > 1 and port == 0:
+    if workers > 1 and config.port == 0:
         log.error("workers: %d processes need a fixed port, not 0", workers)
         return 2
-    config = TftpConfig(
-        root=root,
-        address=address,
-        port=port,
-        max_blksize=max_blksize,
-        max_windowsize=max_windowsize,
-        workers=workers,
-    )
     parent = os.getpid()
     children: list[int] = []
     for _ in range(workers - 1):
@@ -60,13 +47,13 @@ def run_standalone(
         if pid == 0:  # a worker: serve, then leave without running the parent's exit path
             code = 1
             try:
-                code = _run(lambda: _serve(config, parent))
+                code = _run(lambda: _serve(config, parent, emit))
             finally:
                 logging.shutdown()
                 os._exit(code)
         children.append(pid)
     try:
-        return _run(lambda: _serve(config, None))
+        return _run(lambda: _serve(config, None, emit))
     finally:
         _reap(children)
 
@@ -80,9 +67,9 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return result
 
 
-async def _serve(config: TftpConfig, parent: int | None) -> int:
+async def _serve(config: TftpConfig, parent: int | None, emit: Emit | None) -> int:
     """Serve until SIGINT/SIGTERM (or, in a worker, until the parent process has gone)."""
-    server = TftpServer(config)
+    server = TftpServer(config, emit=emit)
     try:
         await server.start()
     except OSError as exc:

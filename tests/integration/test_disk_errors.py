@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.tftp.server import TftpConfig, TftpServer
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.server import TftpServer
 
 pytestmark = [
     pytest.mark.timeout(180),

@@ -542,7 +542,9 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     code = (
         "import sys; from pathlib import Path; from proxydhcp.tftp.standalone import run_standalone; "
-        f"sys.exit(run_standalone(Path({str(root)!r}), '127.0.0.1', {port}, 1468, 16, workers=2))"
+        "from proxydhcp.tftp.config import TftpConfig; "
+        f"sys.exit(run_standalone(TftpConfig(root=Path({str(root)!r}), address='127.0.0.1', port={port}, "
+        "workers=2)))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
     try:
@@ -566,10 +568,11 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
 
 
 def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    from proxydhcp.tftp.config import TftpConfig
     from proxydhcp.tftp.standalone import run_standalone
 
-    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=2) == 2
-    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=0) == 2
+    assert run_standalone(TftpConfig(root=tmp_path, address="127.0.0.1", port=0, workers=2)) == 2
+    assert run_standalone(TftpConfig(root=tmp_path, address="127.0.0.1", port=0, workers=0)) == 2
 
 
 def test_window_datagrams_are_separate_on_the_wire(tftp_server: RunningServer) -> None:
