@@ -93,8 +93,17 @@ _ANSWER_PARTS_MAX = 256
 def _answer_text(rec: DecisionRecord) -> str | None:
     """`text_fields` of an answer with every field but delay_ms set; None otherwise."""
     mac, xid, destination = rec.mac, rec.xid, rec.destination
-    key = (rec.stage, rec.port, rec.iface, rec.msg_type, rec.arch, rec.subnet, rec.boot_file, rec.server,
-           rec.rule)  # fmt: skip
+    key = (
+        rec.stage,
+        rec.port,
+        rec.iface,
+        rec.msg_type,
+        rec.arch,
+        rec.subnet,
+        rec.boot_file,
+        rec.server,
+        rec.rule,
+    )
     parts = _ANSWER_PARTS.get(key)
     if parts is None:
         if None in key:

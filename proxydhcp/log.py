@@ -164,7 +164,10 @@ class LineHandler(logging.StreamHandler[TextIO]):
             # A flush is due on a running loop: it writes this line too. (Asking which loop runs in
             # this thread costs a getpid() system call per line in CPython 3.11.)
             return
-        loop = asyncio._get_running_loop()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: write now
+            loop = None
         if loop is None or self._size >= FLUSH_BYTES:
             self._write()
         elif self._flush_on is not loop:  # not yet scheduled, or on a loop that has gone since

@@ -111,12 +111,14 @@ class Metrics:
             "proxydhcp_tftp_active_transfers", "TFTP transfers in progress.", registry=r
         )
         self._memo_hits: Callable[[], int] = lambda: 0
-        r.register(_ScrapedCounter(
-            "proxydhcp_reply_memo_hits",
-            "DHCP requests answered from the reply memo (the answer to an earlier request of the same "
-            "shape, the client's own identity patched in) instead of the whole pipeline.",
-            lambda: self._memo_hits(),
-        ))  # fmt: skip
+        r.register(
+            _ScrapedCounter(
+                "proxydhcp_reply_memo_hits",
+                "DHCP requests answered from the reply memo (the answer to an earlier request of the same "
+                "shape, the client's own identity patched in) instead of the whole pipeline.",
+                lambda: self._memo_hits(),
+            )
+        )
         self._server: Any = None
         # Label children by the record values that chose them: .labels() per packet costs more than
         # the rest of the observation. Bounded by the label vocabularies (and a cap, for safety).

@@ -29,8 +29,23 @@ MIN_PACKET_SIZE = 300  # BOOTP minimum (RFC 951/1542); dnsmasq pads every reply 
 ZERO = IPv4Address(0)
 
 # The BOOTP header as dpkt lays it out (RFC 951), magic cookie included: one C call per decode/encode.
-_HEADER_FIELDS = ("op", "hrd", "hln", "hops", "xid", "secs", "flags", "ciaddr", "yiaddr", "siaddr", "giaddr",
-                  "chaddr", "sname", "file", "magic")  # fmt: skip
+_HEADER_FIELDS = (
+    "op",
+    "hrd",
+    "hln",
+    "hops",
+    "xid",
+    "secs",
+    "flags",
+    "ciaddr",
+    "yiaddr",
+    "siaddr",
+    "giaddr",
+    "chaddr",
+    "sname",
+    "file",
+    "magic",
+)
 if tuple(dpkt.dhcp.DHCP.__hdr_fields__) != _HEADER_FIELDS or dpkt.dhcp.DHCP.__hdr_len__ != OPTIONS_OFFSET:
     raise ImportError(f"unexpected dpkt BOOTP header layout {dpkt.dhcp.DHCP.__hdr_fields__}")
 _HEADER = struct.Struct(dpkt.dhcp.DHCP.__hdr_fmt__)
@@ -185,8 +200,23 @@ class DhcpPacket:
         if type(data) is not bytes:
             data = bytes(data)
         # At least 240 bytes, so the fixed-size unpack cannot fail.
-        (op, htype, hln, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname_raw, file_raw,
-         magic) = _HEADER.unpack_from(data)  # fmt: skip
+        (
+            op,
+            htype,
+            hln,
+            hops,
+            xid,
+            secs,
+            flags,
+            ciaddr,
+            yiaddr,
+            siaddr,
+            giaddr,
+            chaddr,
+            sname_raw,
+            file_raw,
+            magic,
+        ) = _HEADER.unpack_from(data)
         if magic != MAGIC_COOKIE:
             raise MalformedPacket(f"bad magic cookie 0x{magic:08x}", Reason.BAD_MAGIC_COOKIE)
         if hln > 16:
@@ -211,17 +241,44 @@ class DhcpPacket:
                 sname = b""
         _check_lengths(index)
         if cls is not DhcpPacket:
-            packet = cls(op, xid, chaddr[:hln], htype, hops, secs, flags, _address(ciaddr), _address(yiaddr),
-                         _address(siaddr), _address(giaddr), sname, file, tuple(options))  # fmt: skip
+            packet = cls(
+                op,
+                xid,
+                chaddr[:hln],
+                htype,
+                hops,
+                secs,
+                flags,
+                _address(ciaddr),
+                _address(yiaddr),
+                _address(siaddr),
+                _address(giaddr),
+                sname,
+                file,
+                tuple(options),
+            )
             object.__setattr__(packet, "_index", index)
             return packet
         # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
         # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
         cached = _ADDRESSES.get
-        return _trusted(op, xid, chaddr[:hln], htype, hops, secs, flags,
-                        cached(ciaddr) or _address(ciaddr), cached(yiaddr) or _address(yiaddr),
-                        cached(siaddr) or _address(siaddr), cached(giaddr) or _address(giaddr),
-                        sname, file, tuple(options), index)  # fmt: skip
+        return _trusted(
+            op,
+            xid,
+            chaddr[:hln],
+            htype,
+            hops,
+            secs,
+            flags,
+            cached(ciaddr) or _address(ciaddr),
+            cached(yiaddr) or _address(yiaddr),
+            cached(siaddr) or _address(siaddr),
+            cached(giaddr) or _address(giaddr),
+            sname,
+            file,
+            tuple(options),
+            index,
+        )
 
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.

@@ -21,8 +21,45 @@ from proxydhcp.pxe.policy import BootDecision, Receiver
 
 _ZERO = IPv4Address(0)
 # What EDK II and PXE ROMs ask for: the boot options plus the PXE vendor range 128-135.
-_PARAM_REQUEST = bytes([1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58, 59,
-                        60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135])  # fmt: skip
+_PARAM_REQUEST = bytes(
+    [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        12,
+        13,
+        15,
+        17,
+        18,
+        22,
+        23,
+        28,
+        40,
+        41,
+        42,
+        43,
+        50,
+        51,
+        54,
+        58,
+        59,
+        60,
+        66,
+        67,
+        97,
+        128,
+        129,
+        130,
+        131,
+        132,
+        133,
+        134,
+        135,
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -151,8 +188,9 @@ def explain(
             result.notes.append(f"client address assumed to be {client_ip} (use --client-ip to set it)")
         _request_4011(result, settings, mac, arch, user_class, client_ip, local_ip)
         return result
-    discover = synthetic_request(mac=mac, arch=arch, message_type=MessageType.DISCOVER, user_class=user_class,
-                                 giaddr=relay)  # fmt: skip
+    discover = synthetic_request(
+        mac=mac, arch=arch, message_type=MessageType.DISCOVER, user_class=user_class, giaddr=relay
+    )
     source = f"{relay}:67 (relay)" if relay != _ZERO else "0.0.0.0:68 (broadcast)"
     outcome = _run(discover, DHCP_PORT, (relay, 67 if relay != _ZERO else 68), receiver, settings)
     result.steps.append(Step("DHCPDISCOVER on port 67", discover, source, outcome))
@@ -176,8 +214,9 @@ def _request_4011(
     client_ip: IPv4Address,
     server_ip: IPv4Address,
 ) -> None:
-    request = synthetic_request(mac=mac, arch=arch, message_type=MessageType.REQUEST, user_class=user_class,
-                                ciaddr=client_ip)  # fmt: skip
+    request = synthetic_request(
+        mac=mac, arch=arch, message_type=MessageType.REQUEST, user_class=user_class, ciaddr=client_ip
+    )
     # EDK II sends from port 4011 to siaddr:4011; the 4011 listener sees the client's own address.
     outcome = _run(request, PXE_PORT, (client_ip, PXE_PORT), Receiver(local_ip=server_ip), settings)
     result.steps.append(Step(f"DHCPREQUEST to {server_ip}:4011", request, f"{client_ip}:4011", outcome))

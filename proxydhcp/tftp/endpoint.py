@@ -470,8 +470,8 @@ class Transfer:
     def _on_lockstep(self) -> None:
         """The reader of a windowsize-1 transfer: its twin's if it has one (the kernel lets only the
         client's datagrams in there), else its socket's, where a stranger's datagram gets ERROR 5. An
-        ACK past the OACK goes the fast way, on_ack and take_window inlined (see ReadTransfer: with one
-        block in flight, an ACK moves on only if it names that block); anything else the general way."""
+        ACK past the OACK goes through the transfer state (ReadTransfer.on_ack, take_window) and its
+        one next block straight out, without the window loop; anything else the general way."""
         buf = self._rbuf
         if self._peer_recv is not None:
             try:
@@ -490,32 +490,23 @@ class Transfer:
         if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
             self._on_datagram(buf, n, self.client)
             return
-        acked = state.acked
-        if (((buf[2] << 8) | buf[3]) - acked) & 0xFFFF != 1 or state.sent == acked:
-            if state.retries:  # in backoff, a repeated ACK may ask for a resend (ReadTransfer)
-                self._on_datagram(buf, n, self.client)
-            return  # duplicate (Sorcerer's Apprentice) or a block never sent: IGNORED
-        state.acked = acked = acked + 1
-        state.last_progress = self._now()
-        state.retries = 0
-        if acked == state.last_block:
-            self.finish(TransferOutcome.COMPLETED)
-            return
-        blksize = state.blksize
-        start = acked * blksize
-        end = start + blksize
-        if end > state.size:
-            end = state.size
-        view = self.source.view(start, end)
-        if view is None:
+        result = state.on_ack((buf[2] << 8) | buf[3], self._now())
+        if result != PROGRESS:
+            if result == COMPLETE:
+                self.finish(TransferOutcome.COMPLETED)
+            elif result == RESEND_NOW:  # a repeated ACK in backoff (ReadTransfer)
+                self._send_window()
+            return  # IGNORED: a duplicate (Sorcerer's Apprentice) or a block never sent
+        block, _ = state.take_window()  # windowsize 1: the one block after the ACK
+        view = self.source.view(*state.span(block))
+        if view is None:  # not read yet: the general path waits for it
             self._send_window()
             return
-        state.sent = acked + 1
         try:
             if self._peer_send is not None:
-                self._peer_send(_HEADERS[(acked + 1) & 0xFFFF] + view)
+                self._peer_send(_HEADERS[block & 0xFFFF] + view)
             else:
-                self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
+                self._sendto(_HEADERS[block & 0xFFFF] + view, self.client)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
@@ -546,8 +537,12 @@ class Transfer:
         are not answered; two servers would bounce them forever), never to one of our own sockets, and
         at most once per TID_ERROR_INTERVAL."""
         if opcode == 5 or self._own.owns(addr, self.local[0]):
-            log.debug("ignored %s from %s:%d for %s:%d's transfer", "ERROR" if opcode == 5 else "packet",
-                      *addr, *self.client)  # fmt: skip
+            log.debug(
+                "ignored %s from %s:%d for %s:%d's transfer",
+                "ERROR" if opcode == 5 else "packet",
+                *addr,
+                *self.client,
+            )
             return
         now = self._now()
         if now - self._tid_error_at < TID_ERROR_INTERVAL:

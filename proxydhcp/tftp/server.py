@@ -81,8 +81,9 @@ def raise_open_files(need: int) -> int:
             return soft
         soft = target
     if soft < need:
-        log.warning("open files are limited to %d by the hard limit, under the %d max_transfers may need",
-                    soft, need)  # fmt: skip
+        log.warning(
+            "open files are limited to %d by the hard limit, under the %d max_transfers may need", soft, need
+        )
     return soft
 
 
@@ -398,17 +399,32 @@ class TftpServer:
             now=self._loop.time(),
         )
         transfer = Transfer(
-            self._finished, self._loop, sock, client, request.filename, source, state, oack, self._rbuf,
-            self._own, self._pool, address,
-        )  # fmt: skip
+            self._finished,
+            self._loop,
+            sock,
+            client,
+            request.filename,
+            source,
+            state,
+            oack,
+            self._rbuf,
+            self._own,
+            self._pool,
+            address,
+        )
         self._transfers.add(transfer)
         self._inflight[(client, request.filename)] = transfer
         self.stats.started += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "RRQ %r from %s:%d mode=%s options=%s -> %s",
-                request.filename, client[0], client[1], request.mode, request.options, negotiated.oack,
-            )  # fmt: skip
+                request.filename,
+                client[0],
+                client[1],
+                request.mode,
+                request.options,
+                negotiated.oack,
+            )
         if self.on_start is not None:
             try:
                 self.on_start(client, request.filename)
@@ -440,8 +456,11 @@ class TftpServer:
             # The arrival on the monotonic clock that transfers use (now minus how long it waited).
             arrived_at = time.monotonic() - max(0.0, time.time() - arrived)
             if arrived_at <= running.state.last_progress:
-                log.debug("ignored a late repeat of RRQ %r from %s:%d: its transfer has moved on since",
-                          filename, *client)  # fmt: skip
+                log.debug(
+                    "ignored a late repeat of RRQ %r from %s:%d: its transfer has moved on since",
+                    filename,
+                    *client,
+                )
                 return True
         running.finish(
             TransferOutcome.SUPERSEDED, "superseded by a new request"
@@ -467,10 +486,20 @@ class TftpServer:
         """Answer with an ERROR from a fresh TID, as a transfer would (R-60)."""
         self.stats.refused += 1
         log.info(
-            "refused %r from %s:%d: %s (%s)", name, client[0], client[1], exc.message, why,
-            extra={"fields": {"client": f"{client[0]}:{client[1]}", "file": printable(name),
-                              "error": int(exc.code)}},
-        )  # fmt: skip
+            "refused %r from %s:%d: %s (%s)",
+            name,
+            client[0],
+            client[1],
+            exc.message,
+            why,
+            extra={
+                "fields": {
+                    "client": f"{client[0]}:{client[1]}",
+                    "file": printable(name),
+                    "error": int(exc.code),
+                }
+            },
+        )
         if self._pool is None:
             return
         try:
@@ -521,8 +550,12 @@ class TftpServer:
         elif stats.outcome is TransferOutcome.PROBE:
             s.probes += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("size probe of %s by %s:%d", name, *stats.client,
-                          extra={"fields": TransferFields(stats, name).fields()})  # fmt: skip
+                log.debug(
+                    "size probe of %s by %s:%d",
+                    name,
+                    *stats.client,
+                    extra={"fields": TransferFields(stats, name).fields()},
+                )
         else:
             s.failed += 1
             failed = TransferFields(stats, name).fields()

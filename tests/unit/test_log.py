@@ -209,15 +209,15 @@ def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
     """Once a flush is scheduled, further lines of the iteration just join it: no get-running-loop
     call (a getpid() system call per line in CPython 3.11)."""
     asks = 0
-    real = asyncio._get_running_loop
+    real = asyncio.get_running_loop
 
-    def counting() -> asyncio.AbstractEventLoop | None:
+    def counting() -> asyncio.AbstractEventLoop:
         nonlocal asks
         asks += 1
         return real()
 
     async def main() -> None:
-        monkeypatch.setattr(asyncio, "_get_running_loop", counting)
+        monkeypatch.setattr(asyncio, "get_running_loop", counting)
         for n in range(100):
             logger.warning("line %d", n)
         assert asks == 1 and out.writes == 0
