@@ -1,7 +1,7 @@
 """One decision record per DHCP packet: what came in, and what was answered or why nothing was.
 
-`pipeline.py` builds a `DecisionRecord` for every datagram and `server.py` passes it to `record()`,
-which writes one log line (logger `proxydhcp.dhcp`; with `--log-format json` one JSON object, the
+`pxe/pipeline.py` builds a `DecisionRecord` for every datagram and `serve/service.py` passes it to
+`record()`, which writes one log line (logger `proxydhcp.dhcp`; with `--log-format json` one JSON object, the
 record's fields as keys), bumps the in-process counters and hands it to the registered sinks
 (Prometheus metrics, tests). Nothing here keeps per-client state.
 """

@@ -230,7 +230,7 @@ class _ScrapedCounter(Collector):
 
 _CHILDREN_MAX = 4096
 
-# The process-wide instance `server.py` wires up (`start` + `observe_decision` as an events sink).
+# The process-wide instance `serve/service.py` wires up (`start` + `observe_decision` as an events sink).
 _current: Metrics | None = None
 _OUTCOME_LABELS = {
     Outcome.ANSWER: "answered",

@@ -208,10 +208,7 @@ class DhcpEndpoint:
             self._queue(data, dest, ancillary)
             return
         try:
-            if ancillary:
-                sock.sendmsg((data,), ancillary, 0, dest)
-            else:
-                sock.sendto(data, dest)
+            _send(sock, data, dest, ancillary)
         except (BlockingIOError, InterruptedError):
             self._queue(data, dest, ancillary)
         except OSError as exc:
@@ -241,10 +238,7 @@ class DhcpEndpoint:
         while sock is not None and backlog:
             data, dest, ancillary = backlog[0]
             try:
-                if ancillary:
-                    sock.sendmsg((data,), ancillary, 0, dest)
-                else:
-                    sock.sendto(data, dest)
+                _send(sock, data, dest, ancillary)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -285,6 +279,14 @@ class WarningLimiter:
             args = (*args, seen[1], now - seen[0])
         self.logger.warning(msg, *args)
         return True
+
+
+def _send(sock: socket.socket, data: bytes, dest: tuple[str, int], ancillary: Ancillary | None) -> None:
+    """One datagram out; `ancillary` (IP_PKTINFO) names the source address, else the kernel picks it."""
+    if ancillary:
+        sock.sendmsg((data,), ancillary, 0, dest)
+    else:
+        sock.sendto(data, dest)
 
 
 def _receiver(iface: sockets.Interface) -> Receiver:

@@ -1,5 +1,6 @@
-"""server.py's datagram path on loopback: DhcpEndpoint drains a burst in batches and answers every
-datagram, in order, out of its own socket; process_datagram's records (subnet of a policy ignore)."""
+"""The service's datagram path on loopback (serve/endpoint.py, serve/service.py): DhcpEndpoint drains
+a burst in batches and answers every datagram, in order, out of its own socket; the pipeline's records
+(subnet of a policy ignore)."""
 
 from __future__ import annotations
 
