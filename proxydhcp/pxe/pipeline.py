@@ -97,14 +97,14 @@ def run(
     )
 
 
+_MESSAGE_TYPE_NAMES = {member.value: member.name for member in MessageType}
+
+
 def message_type_name(value: int | None) -> str | None:
     """Option 53 as the record names it: the MessageType name, or the number when unknown."""
     if value is None:
         return None
-    try:
-        return MessageType(value).name
-    except ValueError:
-        return str(value)
+    return _MESSAGE_TYPE_NAMES.get(value) or str(value)
 
 
 def record(result: Answered | Ignored, *, port: int, iface: str, source: str) -> DecisionRecord:
