@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import socket
@@ -135,7 +134,7 @@ class ProxyDhcpService:
                     self._loop.call_later(
                         delay / 1000, self._send_later, endpoint, reply, dest, local.ancillary
                     )
-                    rec = dataclasses.replace(rec, delay_ms=delay)
+                    rec = rec._replace(delay_ms=delay)
                 else:
                     endpoint.send(reply, dest, local.ancillary)
         except Exception as exc:
