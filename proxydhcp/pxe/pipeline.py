@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.arch import arch_name
 from proxydhcp.dhcp.codes import MessageType
-from proxydhcp.dhcp.delivery import Destination, offer_destination, pxe_destination
+from proxydhcp.dhcp.delivery import Destination, dotted, network_text, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
 from proxydhcp.events import DecisionRecord
@@ -121,9 +121,9 @@ def record(result: Answered | Ignored, *, port: int, iface: str, source: str) ->
             xid=client.xid,
             msg_type=message_type_name(client.message_type),
             arch=decision.arch_key,
-            subnet=str(decision.subnet),
+            subnet=network_text(decision.subnet),
             boot_file=decision.boot_file,
-            server=str(decision.next_server),
+            server=dotted(decision.next_server),
             destination=str(result.destination),
             rule=decision.rule,
         )
@@ -141,7 +141,7 @@ def record(result: Answered | Ignored, *, port: int, iface: str, source: str) ->
         xid=None if request is None else request.xid,
         msg_type=None if request is None else message_type_name(request.message_type),
         arch=arch,
-        subnet=None if result.subnet is None else str(result.subnet),
+        subnet=None if result.subnet is None else network_text(result.subnet),
         reason=result.reason,
         detail=result.detail,
     )

@@ -33,6 +33,7 @@ from socket import inet_aton, inet_ntoa
 from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
+from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.events import DecisionRecord
 from proxydhcp.pxe.classify import DHCP_PORT
 from proxydhcp.pxe.pipeline import Answered
@@ -237,7 +238,7 @@ class ReplyMemo:
             dest_from = _From.CIADDR
         else:
             dest_from = _From.FIXED
-        dest = (str(destination.address), destination.port)
+        dest = (dotted(destination.address), destination.port)
         suffix = record.destination.removeprefix(f"{dest[0]}:{dest[1]}") if record.destination else ""
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()

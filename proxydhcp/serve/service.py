@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxydhcp import events
 from proxydhcp.config import Settings, load_settings
+from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.errors import ConfigError, ProxyDhcpError
 from proxydhcp.events import DecisionRecord
 from proxydhcp.log import emit_fast, flush_logs, setup_logging
@@ -125,7 +126,7 @@ class ProxyDhcpService:
                 rec = pipeline.record(result, port=port, iface=iface, source=f"{source[0]}:{source[1]}")
                 if isinstance(result, Answered):
                     reply = result.reply.encode()
-                    dest = (str(result.destination.address), result.destination.port)
+                    dest = (dotted(result.destination.address), result.destination.port)
                     if memo is not None:
                         memo.learn(data, source, port, iface, receiver, result, reply, rec)
             if reply is not None and dest is not None:
