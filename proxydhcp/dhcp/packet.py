@@ -240,29 +240,8 @@ class DhcpPacket:
                 _walk_options(sname_raw, 0, "sname", options, index)
                 sname = b""
         _check_lengths(index)
-        if cls is not DhcpPacket:
-            packet = cls(
-                op,
-                xid,
-                chaddr[:hln],
-                htype,
-                hops,
-                secs,
-                flags,
-                _address(ciaddr),
-                _address(yiaddr),
-                _address(siaddr),
-                _address(giaddr),
-                sname,
-                file,
-                tuple(options),
-            )
-            object.__setattr__(packet, "_index", index)
-            return packet
-        # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
-        # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
         cached = _ADDRESSES.get
-        return _trusted(
+        fields = (
             op,
             xid,
             chaddr[:hln],
@@ -277,8 +256,14 @@ class DhcpPacket:
             sname,
             file,
             tuple(options),
-            index,
         )
+        if cls is not DhcpPacket:
+            packet = cls(*fields)
+            object.__setattr__(packet, "_index", index)
+            return packet
+        # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
+        # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
+        return _trusted(*fields, index)
 
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.
