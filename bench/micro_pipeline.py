@@ -4,8 +4,9 @@ captures in tests/fixtures (the DISCOVERs to 67 and REQUESTs to 4011 this servic
     python3 bench/micro_pipeline.py [--rounds 5] [--loops 2000] [--profile]
 
 Prints the best-of-rounds CPU µs per packet of each stage (decode, classify, decide, build_reply, encode,
-destination), of the whole chain, and, for reference, of `server.process_datagram` (the chain plus the
-decision record); `--profile` adds a cProfile of the whole chain.
+destination), of the whole chain (`pxe.pipeline.run`, what serve, explain and this bench all call, plus
+the encode), and of the chain plus its decision record (`pxe.pipeline.record`), as serve runs it;
+`--profile` adds a cProfile of the whole chain.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from proxydhcp.config import Settings  # noqa: E402
 from proxydhcp.dhcp.delivery import offer_destination, pxe_destination  # noqa: E402
 from proxydhcp.dhcp.packet import DhcpPacket  # noqa: E402
 from proxydhcp.diagnose.capture import CaptureStats, read_datagrams  # noqa: E402
-from proxydhcp.pxe.classify import DHCP_PORT, Ignore, classify  # noqa: E402
+from proxydhcp.pxe import pipeline  # noqa: E402
+from proxydhcp.pxe.classify import DHCP_PORT, classify  # noqa: E402
+from proxydhcp.pxe.pipeline import Answered  # noqa: E402
 from proxydhcp.pxe.policy import Receiver, decide  # noqa: E402
 from proxydhcp.pxe.reply import build_reply  # noqa: E402
 from tests.fixtures import DHCP_CAPTURES, FIXTURES  # noqa: E402
@@ -67,19 +70,9 @@ def frames(config: Settings, receiver: Receiver) -> list[Frame]:
 
 def _answer(frame: Frame, config: Settings, receiver: Receiver) -> bytes | None:
     data, port, source_ip, source_port = frame
-    request = DhcpPacket.decode(data)
-    client = classify(request, port=port, source_ip=source_ip)
-    if isinstance(client, Ignore):
-        return None
-    decision = decide(client, config, receiver)
-    if isinstance(decision, Ignore):
-        return None
-    reply = build_reply(request, client, decision).encode()
-    if port == DHCP_PORT:
-        offer_destination(request)
-    else:
-        pxe_destination(request, source_ip, source_port)
-    return reply
+    source = (source_ip, source_port)
+    result = pipeline.run(data, port=port, source=source, receiver=receiver, settings=config)
+    return result.reply.encode() if isinstance(result, Answered) else None
 
 
 def _time(fn: Callable[[], Any], loops: int, per: int, rounds: int) -> float:
@@ -153,19 +146,17 @@ def run(rounds: int, loops: int, profile: bool) -> None:
     print(f"  {'sum':<12} {total:7.2f} µs/packet")
     us = _time(whole, loops, n, rounds)
     print(f"  {'pipeline':<12} {us:7.2f} µs/packet  ({1e6 / us:,.0f} packets/s on one core)")
-    try:
-        from proxydhcp.server import process_datagram
-    except ImportError as exc:  # the server module is not part of the pure pipeline
-        print(f"  (server.process_datagram not measured: {exc})")
-    else:
-        sources = [(str(f[2]), f[3]) for f in work]
+    sources = [f"{f[2]}:{f[3]}" for f in work]
 
-        def server_path() -> None:
-            for f, source in zip(work, sources, strict=True):
-                process_datagram(f[0], source, port=f[1], iface="bench0", receiver=receiver, settings=config)
+    def with_record() -> None:
+        for f, source in zip(work, sources, strict=True):
+            result = pipeline.run(f[0], port=f[1], source=(f[2], f[3]), receiver=receiver, settings=config)
+            if isinstance(result, Answered):
+                result.reply.encode()
+            pipeline.record(result, port=f[1], iface="bench0", source=source)
 
-        us = _time(server_path, loops, n, rounds)
-        print(f"  {'process_datagram':<12} {us:7.2f} µs/packet  (pipeline.py: pipeline + decision record)")
+    us = _time(with_record, loops, n, rounds)
+    print(f"  {'with record':<12} {us:7.2f} µs/packet  (pipeline + decision record, as serve runs it)")
     if profile:
         prof = cProfile.Profile()
         prof.runcall(lambda: _time(whole, loops, n, 1))

@@ -116,7 +116,7 @@ PROXY_PEERS: tuple[Peer, ...] = (
         lambda c: [sys.executable, "-m", "proxydhcp", "serve", "-i", c.iface, "-s", c.subnet,
                    "--server-ip", c.server_ip, "--boot-file", "bios=undionly.kpxe",
                    "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
-        lambda: (REPO / "proxydhcp" / "server.py").exists(),
+        lambda: (REPO / "proxydhcp" / "serve" / "service.py").exists(),
     ),
     Peer(
         "dnsmasq", "proxy", "C",

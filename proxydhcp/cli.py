@@ -7,7 +7,9 @@ configuration error with a one-line reason.
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any
@@ -168,8 +170,7 @@ def settings_from_flags(config: Path | None, **flags: Any) -> Settings:
         raise fail(str(exc)) from None
 
 
-@app.command()
-def serve(
+def _service_flags(
     config: ConfigOpt = None,
     interface: InterfaceOpt = None,
     subnet: SubnetOpt = None,
@@ -187,68 +188,38 @@ def serve(
     user: UserOpt = None,
     uefi_mode: UefiModeOpt = None,
 ) -> None:
+    """The flags of `serve` and `check-config`, declared once (typer reads this signature)."""
+
+
+def _service_command(run: Callable[[Path | None, dict[str, Any]], None]) -> Callable[..., None]:
+    """A command taking the service's flags: `run(config file, overrides)` gets them as the config
+    file's shape (`build_overrides`), or the command exits 2 with the offending key."""
+
+    def command(**flags: Any) -> None:
+        config = flags.pop("config")
+        try:
+            overrides = build_overrides(**flags)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+        run(config, overrides)
+
+    command.__signature__ = inspect.signature(_service_flags, eval_str=True)  # type: ignore[attr-defined]
+    command.__annotations__ = dict(_service_flags.__annotations__)
+    command.__name__, command.__doc__ = run.__name__, run.__doc__
+    return command
+
+
+def serve(config: Path | None, overrides: dict[str, Any]) -> None:
     """Run the proxyDHCP service (ports 67 and 4011) and, with --tftp-root, the TFTP server."""
     try:
-        overrides = build_overrides(
-            interface=interface,
-            subnet=subnet,
-            boot_file=boot_file,
-            ipxe_boot_file=ipxe_boot_file,
-            server_ip=server_ip,
-            tftp_root=tftp_root,
-            no_tftp=no_tftp,
-            tftp_port=tftp_port,
-            colocated=colocated,
-            reply_delay_ms=reply_delay_ms,
-            log_format=log_format,
-            verbose=verbose,
-            metrics=metrics,
-            user=user,
-            uefi_mode=uefi_mode,
-        )
         settings = load_settings(config, overrides)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     setup_logging(settings.log.format, settings.log.level)
-    from proxydhcp.server import run_service
+    from proxydhcp.serve.service import run_service
 
     # The file and flags go along so that SIGHUP can rebuild the settings the same way.
     raise typer.Exit(run_service(settings, config_file=config, overrides=overrides))
-
-
-@app.command()
-def tftp(
-    root: Annotated[Path, typer.Option("--root", help="Directory to serve (read-only).")],
-    address: Annotated[str, typer.Option("--address", help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option("--port", help="UDP port.")] = 69,
-    max_blksize: Annotated[int, typer.Option("--max-blksize", help="Largest blksize granted.")] = 1468,
-    max_windowsize: Annotated[int, typer.Option("--max-windowsize", help="Largest windowsize granted.")] = 16,
-    workers: Annotated[
-        int, typer.Option("--workers", help="Server processes sharing the port (SO_REUSEPORT), 1-64.")
-    ] = 1,
-    log_format: LogFormatOpt = None,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Run the TFTP server alone."""
-    try:
-        IPv4Address(address)
-    except ValueError:
-        raise fail(f"--address: not an IPv4 address: {address!r}") from None
-    if not root.is_dir():
-        raise fail(f"--root: not a directory: {root}")
-    setup_logging(log_format or "text", "debug" if verbose else "info")
-    from proxydhcp.tftp.server import run_standalone
-
-    raise typer.Exit(
-        run_standalone(
-            root=root,
-            address=address,
-            port=port,
-            max_blksize=max_blksize,
-            max_windowsize=max_windowsize,
-            workers=workers,
-        )
-    )
 
 
 def _chain_warnings(settings: Settings, prefix: str, only: str | None = None) -> None:
@@ -260,42 +231,12 @@ def _chain_warnings(settings: Settings, prefix: str, only: str | None = None) ->
             typer.echo(f"{prefix}{warning.where}: {warning.message}", err=True)
 
 
-@app.command("check-config")
-def check_config(
-    config: ConfigOpt = None,
-    interface: InterfaceOpt = None,
-    subnet: SubnetOpt = None,
-    boot_file: BootFileOpt = None,
-    ipxe_boot_file: IpxeOpt = None,
-    server_ip: ServerIpOpt = None,
-    tftp_root: TftpRootOpt = None,
-    no_tftp: NoTftpOpt = False,
-    tftp_port: TftpPortOpt = None,
-    colocated: ColocatedOpt = False,
-    reply_delay_ms: DelayOpt = None,
-    log_format: LogFormatOpt = None,
-    metrics: MetricsOpt = None,
-    user: UserOpt = None,
-    uefi_mode: UefiModeOpt = None,
-) -> None:
+def check_config(config: Path | None, overrides: dict[str, Any]) -> None:
     """Validate the configuration and print the effective settings as TOML."""
-    settings = settings_from_flags(
-        config,
-        interface=interface,
-        subnet=subnet,
-        boot_file=boot_file,
-        ipxe_boot_file=ipxe_boot_file,
-        server_ip=server_ip,
-        tftp_root=tftp_root,
-        no_tftp=no_tftp,
-        tftp_port=tftp_port,
-        colocated=colocated,
-        reply_delay_ms=reply_delay_ms,
-        log_format=log_format,
-        metrics=metrics,
-        user=user,
-        uefi_mode=uefi_mode,
-    )
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     typer.echo(effective_toml(settings), nl=False)
     if not settings.subnet:
         typer.echo(
@@ -304,6 +245,91 @@ def check_config(
             err=True,
         )
     _chain_warnings(settings, prefix="# warning: ")
+
+
+app.command("serve")(_service_command(serve))
+app.command("check-config")(_service_command(check_config))
+
+
+@app.command()
+def tftp(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML configuration file (its tftp and log sections)."),
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Directory to serve (read-only). [tftp.root]")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Address to listen on. [tftp.address]")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="UDP port. [tftp.port]")] = None,
+    max_blksize: Annotated[
+        int | None, typer.Option("--max-blksize", help="Largest blksize granted. [tftp.max_blksize]")
+    ] = None,
+    max_windowsize: Annotated[
+        int | None, typer.Option("--max-windowsize", help="Largest windowsize granted. [tftp.max_windowsize]")
+    ] = None,
+    max_transfers: Annotated[
+        int | None, typer.Option("--max-transfers", help="Transfers at once, in all. [tftp.max_transfers]")
+    ] = None,
+    max_transfers_per_client: Annotated[
+        int | None,
+        typer.Option(
+            "--max-transfers-per-client",
+            help="Transfers at once from one client address. [tftp.max_transfers_per_client]",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="First retransmission timeout, seconds. [tftp.timeout]")
+    ] = None,
+    give_up: Annotated[
+        float | None,
+        typer.Option("--give-up", help="Seconds without progress before giving up. [tftp.give_up]"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Server processes sharing the port (SO_REUSEPORT), 1-64.")
+    ] = 1,
+    log_format: LogFormatOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the TFTP server alone: flags over PROXYDHCP_TFTP__* over the file's tftp section, as for serve."""
+    if address is not None:
+        try:
+            IPv4Address(address)
+        except ValueError:
+            raise fail(f"--address: not an IPv4 address: {address!r}") from None
+    flags = {
+        "root": None if root is None else str(root),
+        "address": address,
+        "port": port,
+        "max_blksize": max_blksize,
+        "max_windowsize": max_windowsize,
+        "max_transfers": max_transfers,
+        "max_transfers_per_client": max_transfers_per_client,
+        "timeout": timeout,
+        "give_up": give_up,
+    }
+    overrides: dict[str, Any] = {"tftp": {k: v for k, v in flags.items() if v is not None}}
+    log = build_overrides(log_format=log_format, verbose=verbose).get("log")
+    if log:
+        overrides["log"] = log
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    tftp_root = settings.tftp.root
+    if tftp_root is None:
+        raise fail("tftp.root: no directory to serve: give --root DIR or [tftp] root in the file")
+    if not tftp_root.is_dir():
+        raise fail(f"tftp.root (--root): not a directory: {tftp_root}")
+    setup_logging(settings.log.format, settings.log.level)
+    from proxydhcp.log import emit_fast
+    from proxydhcp.tftp.config import TftpConfig
+    from proxydhcp.tftp.standalone import run_standalone
+
+    config_ = TftpConfig.from_settings(settings.tftp, tftp_root, workers=workers)
+    raise typer.Exit(run_standalone(config_, emit=emit_fast))
 
 
 @app.command("diagnose")

@@ -9,15 +9,24 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxydhcp.dhcp.arch import canonical_arch_key
 from proxydhcp.errors import ConfigError
+from proxydhcp.tftp.config import TftpSettings
 
 IPXE_KEY = "ipxe"  # the [boot] key naming what clients already running iPXE get
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
@@ -69,26 +78,14 @@ class ServerSettings(_Section):
     pxe_port: int = Field(default=4011, ge=1, le=65535)
     user: str | None = None
     """Drop to this user (and its group) after binding the ports."""
+    reply_memo: bool = True
+    """Answer a request shaped like one already answered (a boot storm's identical machines) from
+    that answer, its own identity patched in; false: every request runs the whole pipeline."""
 
     @field_validator("uefi_mode")
     @classmethod
     def _uefi_mode_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
-
-
-class TftpSettings(_Section):
-    enabled: bool = True
-    root: Path | None = None
-    address: IPv4Address = IPv4Address("0.0.0.0")
-    port: int = Field(default=69, ge=1, le=65535)
-    max_blksize: int = Field(default=1468, ge=8, le=65464)
-    max_windowsize: int = Field(default=16, ge=1, le=65535)
-    max_transfers: int = Field(default=1000, ge=1)
-    max_transfers_per_client: int = Field(default=16, ge=1)
-    timeout: float = Field(default=1.0, gt=0, le=255)
-    """Initial retransmission timeout in seconds (the client's `timeout` option overrides it)."""
-    give_up: float = Field(default=30.0, gt=0, le=3600)
-    """Abandon a transfer after this many seconds without progress."""
 
 
 class SubnetSettings(_Section):
@@ -198,6 +195,18 @@ class Settings(BaseSettings):
             raise ValueError(f"host: MAC {sorted(dup)[0]} is listed twice")
         return self
 
+    # Lookup tables of the subnet and host lists, built on first use. Settings are not changed once
+    # built (a reload builds new ones), so they never go stale.
+    @cached_property
+    def _subnets(self) -> tuple[tuple[int, int, SubnetSettings], ...]:
+        # Most specific first; sorted() is stable, so the first listed wins a tie.
+        ranked = sorted(self.subnet, key=lambda entry: -entry.cidr.prefixlen)
+        return tuple((int(e.cidr.network_address), int(e.cidr.netmask), e) for e in ranked)
+
+    @cached_property
+    def _hosts(self) -> dict[str, HostSettings]:
+        return {h.mac: h for h in self.host}
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -213,17 +222,15 @@ class Settings(BaseSettings):
 
     def subnet_for(self, address: IPv4Address) -> SubnetSettings | None:
         """The enabled subnet containing `address` (the most specific one), or None."""
-        best: SubnetSettings | None = None
-        for entry in self.subnet:
-            if address in entry.cidr and (best is None or entry.cidr.prefixlen > best.cidr.prefixlen):
-                best = entry
-        return best
-
-    def host_for(self, mac: str) -> HostSettings | None:
-        for entry in self.host:
-            if entry.mac == mac:
+        value = int(address)
+        for network, mask, entry in self._subnets:
+            if value & mask == network:
                 return entry
         return None
+
+    def host_for(self, mac: str) -> HostSettings | None:
+        """The `[[host]]` entry of `mac` (normalised, as `normalize_mac` gives it), or None."""
+        return self._hosts.get(mac)
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

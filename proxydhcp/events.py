@@ -1,7 +1,7 @@
 """One decision record per DHCP packet: what came in, and what was answered or why nothing was.
 
-`pipeline.py` builds a `DecisionRecord` for every datagram and `server.py` passes it to `record()`,
-which writes one log line (logger `proxydhcp.dhcp`; with `--log-format json` one JSON object, the
+`pxe/pipeline.py` builds a `DecisionRecord` for every datagram and `serve/service.py` passes it to
+`record()`, which writes one log line (logger `proxydhcp.dhcp`; with `--log-format json` one JSON object, the
 record's fields as keys), bumps the in-process counters and hands it to the registered sinks
 (Prometheus metrics, tests). Nothing here keeps per-client state.
 """
@@ -10,38 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
-from enum import StrEnum
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
-from proxydhcp.log import emit_fast, text_value
+from proxydhcp.log import emit_fast, text_pairs, text_value
+from proxydhcp.outcome import Outcome, Reason, Stage
 
 log = logging.getLogger("proxydhcp.dhcp")
 
 
-class Outcome(StrEnum):
-    ANSWER = "answer"
-    IGNORE = "ignore"  # a decodable packet that gets no reply on purpose
-    MALFORMED = "malformed"  # bytes that are not a DHCP message
-    ERROR = "error"  # a bug or a send failure: logged with a traceback, no reply
+class DecisionRecord(NamedTuple):
+    """One packet's decision: an immutable value, built by keyword. A NamedTuple rather than a frozen
+    dataclass: every packet builds one, and this is a third of the cost (`_replace` varies a field)."""
 
-
-class Stage(StrEnum):
-    """The pipeline step that decided (DESIGN.md §2 / ARCHITECTURE.md)."""
-
-    DECODE = "decode"
-    CLASSIFY = "classify"
-    POLICY = "policy"
-    SEND = "send"
-
-
-# Not frozen: a frozen dataclass's __init__ sets each of the 16 fields through object.__setattr__,
-# 1.4 µs of every packet. Treat records as values all the same (dataclasses.replace to vary one):
-# the log handler renders a record's line after record() returns, at the end of the loop iteration.
-@dataclass(slots=True)
-class DecisionRecord:
     outcome: Outcome
     stage: Stage
     port: int  # the logical port: 67 or 4011
@@ -52,7 +33,8 @@ class DecisionRecord:
     msg_type: str | None = None
     arch: str | None = None
     subnet: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None  # why there is no reply (None: answered)
+    detail: str = ""  # what the reason's log text names (a MAC, an architecture, the codec's message)
     boot_file: str | None = None
     server: str | None = None
     destination: str | None = None
@@ -61,29 +43,28 @@ class DecisionRecord:
 
     @property
     def level(self) -> int:
-        """Answers at info; what is not PXE traffic (a busy LAN is full of it) and garbage at debug;
-        a PXE client turned away by policy at info, since an admin wonders why it did not boot."""
-        if self.outcome is Outcome.ANSWER:
-            return logging.INFO
-        if self.outcome is Outcome.ERROR:
-            return logging.ERROR
-        if self.outcome is Outcome.IGNORE and self.stage is Stage.POLICY and not _is_quiet(self.reason):
-            return logging.INFO
-        return logging.DEBUG
+        """Answers at info; every other level is the reason's own (`outcome.Reason`)."""
+        return logging.INFO if self.reason is None else self.reason.level
+
+    @property
+    def reason_text(self) -> str | None:
+        return None if self.reason is None else self.reason.describe(self.detail)
 
     def message(self) -> str:
         """The human part of the line; the fields carry the details (the text format appends them)."""
         what = self.msg_type or "packet"
         if self.outcome is Outcome.ANSWER:
             return f"answered {what}: {self.boot_file}"
-        return f"{self.outcome.value} {what}: {self.reason}"
+        return f"{self.outcome.value} {what}: {self.reason_text}"
 
     def fields(self) -> dict[str, Any]:
         """The structured fields of the log line (None values left out), in declaration order."""
-        # Once per logged packet: one C-level getter for every slot, no dataclasses.asdict (deep copy).
         out = {k: v for k, v in zip(_FIELD_NAMES, _get_fields(self), strict=True) if v is not None}
         out["outcome"] = self.outcome.value
         out["stage"] = self.stage.value
+        del out["detail"]
+        if self.reason is not None:
+            out["reason"] = self.reason_text
         if self.xid is not None:
             out["xid"] = f"0x{self.xid:08x}"
         return out
@@ -91,23 +72,14 @@ class DecisionRecord:
     def text_fields(self) -> str:
         """`log.text_pairs(self.fields())`, rendered without the intermediate dict (every packet's line
         at info goes through here)."""
-        if self.outcome is Outcome.ANSWER and self.reason is None and self.delay_ms is None:
+        if self.outcome is Outcome.ANSWER and self.delay_ms is None:
             line = _answer_text(self)
             if line is not None:
                 return line
-        values = _get_fields(self)
-        pairs = [f"outcome={values[0].value}", f"stage={values[1].value}"]
-        for key, value in zip(_FIELD_NAMES[2:], values[2:], strict=True):
-            if value is None:
-                continue
-            if key == "xid":
-                pairs.append(f"xid=0x{value:08x}")
-                continue
-            pairs.append(f"{key}={text_value(value)}")
-        return " ".join(pairs)
+        return text_pairs(self.fields())
 
 
-_FIELD_NAMES = tuple(f.name for f in dataclass_fields(DecisionRecord))
+_FIELD_NAMES = DecisionRecord._fields
 _get_fields = attrgetter(*_FIELD_NAMES)
 
 
@@ -119,10 +91,19 @@ _ANSWER_PARTS_MAX = 256
 
 
 def _answer_text(rec: DecisionRecord) -> str | None:
-    """`text_fields` of an answer with every field but reason and delay_ms set; None otherwise."""
+    """`text_fields` of an answer with every field but delay_ms set; None otherwise."""
     mac, xid, destination = rec.mac, rec.xid, rec.destination
-    key = (rec.stage, rec.port, rec.iface, rec.msg_type, rec.arch, rec.subnet, rec.boot_file, rec.server,
-           rec.rule)  # fmt: skip
+    key = (
+        rec.stage,
+        rec.port,
+        rec.iface,
+        rec.msg_type,
+        rec.arch,
+        rec.subnet,
+        rec.boot_file,
+        rec.server,
+        rec.rule,
+    )
     parts = _ANSWER_PARTS.get(key)
     if parts is None:
         if None in key:
@@ -146,33 +127,11 @@ def _answer_text(rec: DecisionRecord) -> str | None:
     )
 
 
-# Subnet misses are logged at debug (DESIGN.md §2): a proxy serving one subnet on a shared segment
-# hears every other subnet's relayed PXE clients.
-_QUIET_PREFIXES = ("subnet", "not in an enabled subnet", "no enabled subnet")
-
-
-def _is_quiet(reason: str | None) -> bool:
-    return reason is not None and reason.lower().startswith(_QUIET_PREFIXES)
-
-
-def reason_key(reason: str | None) -> str:
-    """A low-cardinality key for a reason: its text up to the first ':' or '(' (values such as a MAC or
-    an address come after those), at most 48 characters."""
-    if not reason:
-        return "-"
-    cut = len(reason)
-    for mark in (":", "(", "="):
-        pos = reason.find(mark)
-        if pos != -1:
-            cut = min(cut, pos)
-    return reason[:cut].strip()[:48] or "-"
-
-
 _ANSWER = Outcome.ANSWER.value
 
 
 class Counters:
-    """Packets by (outcome, reason key); bounded so hostile input cannot grow it."""
+    """Packets by (outcome, message type of an answer or reason label of the rest); bounded."""
 
     MAX_KEYS = 128
 
@@ -183,7 +142,7 @@ class Counters:
         if rec.outcome is Outcome.ANSWER:  # every answered packet: no enum property, one dict lookup
             key = (_ANSWER, rec.msg_type or "-")
         else:
-            key = (rec.outcome.value, reason_key(rec.reason))
+            key = (rec.outcome.value, rec.reason.label if rec.reason is not None else "-")
         counts = self.counts
         count = counts.get(key)
         if count is None:

@@ -34,12 +34,11 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class StructuredFields(Protocol):
-    """What `emit_fast` logs: the fields as a dict (the JSON format) or as the text format's
-    `key=value` pairs, which must equal `text_pairs(fields())` (the record can render them faster)."""
+    """What `emit_fast` logs, rendered when the handler writes: the fields as a dict. An object may
+    also have `text_fields()`, the text format's `key=value` pairs, equal to `text_pairs(fields())`
+    (the decision record renders them faster)."""
 
     def fields(self) -> dict[str, Any]: ...
-
-    def text_fields(self) -> str: ...
 
 
 Fields = Mapping[str, Any] | StructuredFields
@@ -89,7 +88,11 @@ class TextFormatter(logging.Formatter):
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
         """What `format` writes for such a record (no traceback), from its parts."""
         line = cls._head(created, levelname, name, msg)
-        pairs = text_pairs(source) if isinstance(source, Mapping) else source.text_fields()
+        if isinstance(source, Mapping):
+            pairs = text_pairs(source)
+        else:
+            text_fields = getattr(source, "text_fields", None)
+            pairs = text_fields() if text_fields is not None else text_pairs(source.fields())
         return f"{line} {pairs}" if pairs else line
 
 
@@ -161,7 +164,10 @@ class LineHandler(logging.StreamHandler[TextIO]):
             # A flush is due on a running loop: it writes this line too. (Asking which loop runs in
             # this thread costs a getpid() system call per line in CPython 3.11.)
             return
-        loop = asyncio._get_running_loop()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: write now
+            loop = None
         if loop is None or self._size >= FLUSH_BYTES:
             self._write()
         elif self._flush_on is not loop:  # not yet scheduled, or on a loop that has gone since

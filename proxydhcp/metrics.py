@@ -3,12 +3,12 @@
 A registry per `Metrics` object (not prometheus_client's global one) keeps tests and SIGHUP reloads
 independent. Every label value passes through a fixed vocabulary first: a reason string carries MACs,
 subnets and option lengths, and one series per MAC would let any host on the segment grow the
-server's memory and the scrape without bound.
+server's memory and the scrape without bound: reasons and transfer outcomes are labelled by their
+enum member's label, never by their text.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 from proxydhcp import __version__
 from proxydhcp.config import parse_listen
 from proxydhcp.dhcp.arch import ARCH_NAMES
-from proxydhcp.events import DecisionRecord, Outcome
+from proxydhcp.events import DecisionRecord
+from proxydhcp.outcome import Outcome, Reason, TransferOutcome
 
 OTHER = "other"
 PORTS = frozenset({"67", "4011"})
@@ -28,65 +29,9 @@ MESSAGE_TYPES = frozenset(
 )
 OUTCOMES = frozenset({"answered", "ignored", "malformed", "error"})
 ARCHES = frozenset(ARCH_NAMES.values()) | {"ipxe"}
-TFTP_FAILURES = frozenset({"timeout", "client_error", "file_error", "refused", "aborted"})
-
-# Ignore reasons (pxe/classify.py, pxe/policy.py) and MalformedPacket reasons (dhcp/packet.py,
-# dhcp/options.py) → the reason label. First match wins; anything new lands in "other".
-_REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), label)
-    for pattern, label in (
-        (r"^not a BOOTREQUEST", "not_bootrequest"),
-        (r"^not a DISCOVER", "not_discover"),
-        (r"^unsupported message type", "unsupported_message_type"),
-        (r"^not a PXE client", "not_pxe"),
-        (r"^hardware address", "bad_hardware_address"),
-        (r"^bad option", "bad_option"),
-        (r"^PXE BIS", "bis_unsupported"),
-        (r"^subnet .* not enabled", "subnet_not_enabled"),
-        (r"^host .* ignored", "host_ignored"),
-        (r"^no boot file", "no_boot_file"),
-        (r"^boot file for .* not a URL", "boot_file_not_url"),
-        (r"^4011 request without a client address", "no_client_address"),
-        (r"^packet too short", "too_short"),
-        (r"^bad BOOTP header", "bad_header"),
-        (r"^bad magic cookie", "bad_magic_cookie"),
-        (r"^missing option 53", "no_message_type"),
-        (r"^option \d+ .*overruns|^option \d+ in .* no length", "option_overrun"),
-        (r"^option \d+ has (length|type)", "bad_option"),
-        (r"^bad option 52", "bad_option"),
-        (r"^internal error", "internal_error"),
-    )
-)
-REASONS = frozenset(label for _, label in _REASONS) | {OTHER}
-
-
-def reason_label(reason: str | None) -> str:
-    """A free-text reason → one of REASONS ("" when there is none)."""
-    if not reason:
-        return ""
-    if reason in REASONS:
-        return reason
-    for pattern, label in _REASONS:
-        if pattern.search(reason):
-            return label
-    return OTHER
-
-
-# reason text → label, for observe_decision: reasons repeat, the regex walk need not. Bounded (a reason
-# can carry a MAC or an address).
-_REASON_LABELS: dict[str, str] = {}
-_REASON_LABELS_MAX = 1024
-
-
-def _cached_reason_label(reason: str | None) -> str:
-    if not reason:
-        return OTHER
-    label = _REASON_LABELS.get(reason)
-    if label is None:
-        if len(_REASON_LABELS) >= _REASON_LABELS_MAX:
-            _REASON_LABELS.clear()
-        label = _REASON_LABELS[reason] = reason_label(reason) or OTHER
-    return label
+# The label vocabularies: every value a record or a transfer can produce, and "other".
+REASONS = frozenset(reason.label for reason in Reason) | {OTHER}
+TFTP_FAILURES = frozenset(outcome.label for outcome in TransferOutcome if outcome.failed)
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -166,12 +111,14 @@ class Metrics:
             "proxydhcp_tftp_active_transfers", "TFTP transfers in progress.", registry=r
         )
         self._memo_hits: Callable[[], int] = lambda: 0
-        r.register(_ScrapedCounter(
-            "proxydhcp_reply_memo_hits",
-            "DHCP requests answered from the reply memo (the answer to an earlier request of the same "
-            "shape, the client's own identity patched in) instead of the whole pipeline.",
-            lambda: self._memo_hits(),
-        ))  # fmt: skip
+        r.register(
+            _ScrapedCounter(
+                "proxydhcp_reply_memo_hits",
+                "DHCP requests answered from the reply memo (the answer to an earlier request of the same "
+                "shape, the client's own identity patched in) instead of the whole pipeline.",
+                lambda: self._memo_hits(),
+            )
+        )
         self._server: Any = None
         # Label children by the record values that chose them: .labels() per packet costs more than
         # the rest of the observation. Bounded by the label vocabularies (and a cap, for safety).
@@ -182,7 +129,7 @@ class Metrics:
         """One decision record → the packet counter, and an offer (67) or ACK (4011) by architecture."""
         outcome = _OUTCOME_LABELS.get(rec.outcome, OTHER)
         answered = outcome == "answered"
-        reason = "" if answered else _cached_reason_label(rec.reason)
+        reason = "" if answered or rec.reason is None else rec.reason.label
         key = (rec.port, rec.msg_type, outcome, reason)
         child = self._packet_children.get(key)
         if child is None:
@@ -205,14 +152,14 @@ class Metrics:
                     self._arch_children[arch_key] = child
             child.inc()
 
-    def dhcp_packet(self, port: str, message_type: str, outcome: str, reason: str | None = None) -> None:
+    def dhcp_packet(self, port: str, message_type: str, outcome: str, reason: Reason | None = None) -> None:
         """One received DHCP datagram and what became of it ("answered", "ignored" or "malformed")."""
         outcome = _bounded(outcome, OUTCOMES)
         self._packets.labels(
             port=_bounded(str(port), PORTS),
             message_type=_message_type_label(message_type),
             outcome=outcome,
-            reason="" if outcome == "answered" else (reason_label(reason) or OTHER),
+            reason="" if outcome == "answered" else (reason.label if reason is not None else OTHER),
         ).inc()
 
     def offer(self, arch: str) -> None:
@@ -224,18 +171,17 @@ class Metrics:
     def tftp_started(self) -> None:
         self._tftp_started.inc()
 
-    def tftp_finished(self, bytes: int, retransmits: int, duration: float, outcome: str) -> None:
-        """`outcome` is "completed", "probe" (a size probe), or a failure among TFTP_FAILURES (others
-        count as "other")."""
+    def tftp_finished(self, bytes: int, retransmits: int, duration: float, outcome: TransferOutcome) -> None:
+        """One transfer's end: completed, a size probe (counted apart, R-62) or a failure by label."""
         self._tftp_bytes.inc(max(bytes, 0))
         self._tftp_retransmits.inc(max(retransmits, 0))
-        if outcome == "probe":  # OACK then ERROR: UEFI asking for tsize, not a failed boot (R-62)
+        if outcome is TransferOutcome.PROBE:
             self._tftp_probes.inc()
             return
-        if outcome == "completed":
+        if outcome is TransferOutcome.COMPLETED:
             self._tftp_completed.inc()
         else:
-            self._tftp_failed.labels(reason=_bounded(outcome, TFTP_FAILURES)).inc()
+            self._tftp_failed.labels(reason=outcome.label).inc()
         self._tftp_duration.observe(max(duration, 0.0))
 
     def set_active_transfers(self, count: Callable[[], int]) -> None:
@@ -284,7 +230,7 @@ class _ScrapedCounter(Collector):
 
 _CHILDREN_MAX = 4096
 
-# The process-wide instance `server.py` wires up (`start` + `observe_decision` as an events sink).
+# The process-wide instance `serve/service.py` wires up (`start` + `observe_decision` as an events sink).
 _current: Metrics | None = None
 _OUTCOME_LABELS = {
     Outcome.ANSWER: "answered",

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from proxydhcp import sockets
 from proxydhcp.dhcp import options as dopt
 from proxydhcp.dhcp.arch import describe_arch, is_uefi
-from proxydhcp.dhcp.packet import BOOTREPLY, DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import BOOTREPLY, MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.diagnose import build_report
 from proxydhcp.diagnose.capture import CaptureStats, Datagram
 from proxydhcp.diagnose.checks import PXE_ERRORS, family
 from proxydhcp.diagnose.report import Report
 from proxydhcp.diagnose.timeline import Timeline
-from proxydhcp.errors import MalformedPacket
+from proxydhcp.errors import MalformedPacket, ProxyDhcpError
+from proxydhcp.serve import sockets
 from proxydhcp.tftp import packet as tftp
 
 BROADCAST = IPv4Address("255.255.255.255")
@@ -38,7 +39,7 @@ TFTP_TRIES = 3
 MAX_FILE = 256 * 1024 * 1024
 
 
-class ProbeError(Exception):
+class ProbeError(ProxyDhcpError):
     """The probe cannot run (no such interface, no address, port 68 busy): the message says why."""
 
 

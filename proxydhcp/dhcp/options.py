@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import re
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from proxydhcp.dhcp.codes import Opt, PxeSubOpt
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.outcome import Reason
 
-if TYPE_CHECKING:
-    from proxydhcp.dhcp.packet import DhcpPacket
-
-# Codes used here (literal, to keep this module free of a runtime import cycle with packet.py).
-_VENDOR_CLASS, _USER_CLASS, _CLIENT_ARCH, _CLIENT_UUID, _IPXE_ENCAP = 60, 77, 93, 97, 175
-_PXE_END, _PXE_PAD = 255, 0
+_VENDOR_CLASS, _USER_CLASS, _CLIENT_ARCH, _CLIENT_UUID, _IPXE_ENCAP = (
+    Opt.VENDOR_CLASS,
+    Opt.USER_CLASS,
+    Opt.CLIENT_ARCH,
+    Opt.CLIENT_UUID,
+    Opt.IPXE_ENCAP,
+)
+_PXE_END, _PXE_PAD = PxeSubOpt.END, PxeSubOpt.PAD
 _ARCH_IN_VENDOR_CLASS = re.compile(rb"^(?:PXEClient|HTTPClient):Arch:(\d{5})(?::|$)")
+
+
+class DhcpPacket(Protocol):
+    """What the getters read: a decoded packet's options (`packet.DhcpPacket`, which imports this
+    module for the option-43 codec, so it is not imported here)."""
+
+    def option(self, code: int) -> bytes | None: ...
+
+    def has_option(self, code: int) -> bool: ...
 
 
 def _fixed(pkt: DhcpPacket, code: int, size: int) -> bytes | None:
     value = pkt.option(code)
     if value is not None and len(value) != size:
-        raise MalformedPacket(f"option {code} has length {len(value)}, expected {size}")
+        raise MalformedPacket(
+            f"option {code} has length {len(value)}, expected {size}", Reason.BAD_OPTION_LENGTH
+        )
     return value
 
 
@@ -60,7 +75,10 @@ def client_arch(pkt: DhcpPacket) -> int | None:
     value = pkt.option(_CLIENT_ARCH)
     if value is not None:
         if not value or len(value) % 2:
-            raise MalformedPacket(f"option 93 has length {len(value)}, expected a non-zero multiple of 2")
+            raise MalformedPacket(
+                f"option 93 has length {len(value)}, expected a non-zero multiple of 2",
+                Reason.BAD_OPTION_LENGTH,
+            )
         return int.from_bytes(value[:2], "big")
     vendor = pkt.option(_VENDOR_CLASS)
     if vendor is not None:
@@ -78,9 +96,11 @@ def client_uuid(pkt: DhcpPacket) -> bytes | None:
     if not value:
         return None
     if len(value) != 17:
-        raise MalformedPacket(f"option 97 has length {len(value)}, expected 0 or 17")
+        raise MalformedPacket(
+            f"option 97 has length {len(value)}, expected 0 or 17", Reason.BAD_OPTION_LENGTH
+        )
     if value[0] != 0:
-        raise MalformedPacket(f"option 97 has type {value[0]}, expected 0")
+        raise MalformedPacket(f"option 97 has type {value[0]}, expected 0", Reason.BAD_OPTION_LENGTH)
     return value
 
 
@@ -148,7 +168,7 @@ def decode_pxe_suboptions(value: bytes) -> dict[int, bytes]:
             i += 1
             continue
         if i + 1 >= len(value) or i + 2 + value[i + 1] > len(value):
-            raise MalformedPacket(f"option 43 sub-option {code} overruns the option")
+            raise MalformedPacket(f"option 43 sub-option {code} overruns the option", Reason.OPTION_OVERRUN)
         n = value[i + 1]
         subs[code] = subs.get(code, b"") + value[i + 2 : i + 2 + n]
         i += 2 + n

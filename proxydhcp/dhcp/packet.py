@@ -12,31 +12,45 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from ipaddress import IPv4Address
 
 import dpkt
 
 from proxydhcp.dhcp.arch import describe_arch
+from proxydhcp.dhcp.codes import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, MessageType, Opt
+from proxydhcp.dhcp.options import decode_pxe_suboptions
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.outcome import Reason
 
 MAGIC_COOKIE = 0x63825363
 HEADER_LEN = 236  # fixed BOOTP header, up to and excluding the magic cookie
 OPTIONS_OFFSET = HEADER_LEN + 4
 MIN_PACKET_SIZE = 300  # BOOTP minimum (RFC 951/1542); dnsmasq pads every reply to it (R-24)
-BOOTREQUEST = 1
-BOOTREPLY = 2
-BROADCAST_FLAG = 0x8000
 ZERO = IPv4Address(0)
 
 # The BOOTP header as dpkt lays it out (RFC 951), magic cookie included: one C call per decode/encode.
-_HEADER_FIELDS = ("op", "hrd", "hln", "hops", "xid", "secs", "flags", "ciaddr", "yiaddr", "siaddr", "giaddr",
-                  "chaddr", "sname", "file", "magic")  # fmt: skip
+_HEADER_FIELDS = (
+    "op",
+    "hrd",
+    "hln",
+    "hops",
+    "xid",
+    "secs",
+    "flags",
+    "ciaddr",
+    "yiaddr",
+    "siaddr",
+    "giaddr",
+    "chaddr",
+    "sname",
+    "file",
+    "magic",
+)
 if tuple(dpkt.dhcp.DHCP.__hdr_fields__) != _HEADER_FIELDS or dpkt.dhcp.DHCP.__hdr_len__ != OPTIONS_OFFSET:
     raise ImportError(f"unexpected dpkt BOOTP header layout {dpkt.dhcp.DHCP.__hdr_fields__}")
 _HEADER = struct.Struct(dpkt.dhcp.DHCP.__hdr_fmt__)
-_PAD, _END, _OVERLOAD, _MESSAGE_TYPE = 0, 255, 52, 53
-_CLIENT_ARCH, _CLIENT_NDI, _CLIENT_UUID = 93, 94, 97
+_PAD, _END, _OVERLOAD, _MESSAGE_TYPE = Opt.PAD, Opt.END, Opt.OVERLOAD, Opt.MESSAGE_TYPE
+_CLIENT_ARCH, _CLIENT_NDI, _CLIENT_UUID = Opt.CLIENT_ARCH, Opt.CLIENT_NDI, Opt.CLIENT_UUID
 
 # Decoded addresses are mostly 0.0.0.0 or a relay's giaddr: share the objects (bounded, immutable values).
 _ADDRESSES: dict[int, IPv4Address] = {0: ZERO}
@@ -51,51 +65,6 @@ def _address(value: int) -> IPv4Address:
             _ADDRESSES[0] = ZERO
         address = _ADDRESSES[value] = IPv4Address(value)
     return address
-
-
-class MessageType(IntEnum):
-    """Option 53 values (RFC 2132 §9.6)."""
-
-    DISCOVER = 1
-    OFFER = 2
-    REQUEST = 3
-    DECLINE = 4
-    ACK = 5
-    NAK = 6
-    RELEASE = 7
-    INFORM = 8
-
-
-class Opt(IntEnum):
-    """The option codes this project reads or writes (RFC 2132, 3004, 3046, 4578; iPXE 175)."""
-
-    PAD = 0
-    SUBNET_MASK = 1
-    ROUTER = 3
-    DNS = 6
-    HOSTNAME = 12
-    VENDOR_SPECIFIC = 43
-    REQUESTED_IP = 50
-    LEASE_TIME = 51
-    OVERLOAD = 52
-    MESSAGE_TYPE = 53
-    SERVER_ID = 54
-    PARAM_REQUEST_LIST = 55
-    MESSAGE = 56
-    MAX_MESSAGE_SIZE = 57
-    RENEWAL_TIME = 58
-    REBINDING_TIME = 59
-    VENDOR_CLASS = 60
-    CLIENT_ID = 61
-    TFTP_SERVER = 66
-    BOOTFILE = 67
-    USER_CLASS = 77
-    RELAY_AGENT = 82
-    CLIENT_ARCH = 93
-    CLIENT_NDI = 94
-    CLIENT_UUID = 97
-    IPXE_ENCAP = 175
-    END = 255
 
 
 def split_option(code: int, value: bytes) -> tuple[tuple[int, bytes], ...]:
@@ -121,11 +90,14 @@ def _walk_options(
             i += 1
             continue
         if i + 1 >= n:
-            raise MalformedPacket(f"option {code} in {where} has no length byte")
+            raise MalformedPacket(f"option {code} in {where} has no length byte", Reason.OPTION_OVERRUN)
         end = i + 2 + data[i + 1]
         if end > n:
             length = data[i + 1]
-            raise MalformedPacket(f"option {code} in {where} overruns the packet ({length} bytes announced)")
+            raise MalformedPacket(
+                f"option {code} in {where} overruns the packet ({length} bytes announced)",
+                Reason.OPTION_OVERRUN,
+            )
         value = data[i + 2 : end]
         out.append((code, value))
         if code in index:
@@ -146,18 +118,20 @@ def _concat_index(options: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
 def _check_lengths(index: dict[int, bytes]) -> None:
     msg = index.get(_MESSAGE_TYPE)
     if msg is None:
-        raise MalformedPacket("missing option 53 (message type)")
+        raise MalformedPacket("missing option 53 (message type)", Reason.NO_MESSAGE_TYPE)
     if len(msg) != 1:
-        raise MalformedPacket(f"option 53 has length {len(msg)}, expected 1")
+        raise MalformedPacket(f"option 53 has length {len(msg)}, expected 1", Reason.BAD_OPTION_LENGTH)
     arch = index.get(_CLIENT_ARCH)
     if arch is not None and (not arch or len(arch) % 2):
-        raise MalformedPacket(f"option 93 has length {len(arch)}, expected a non-zero multiple of 2")
+        raise MalformedPacket(
+            f"option 93 has length {len(arch)}, expected a non-zero multiple of 2", Reason.BAD_OPTION_LENGTH
+        )
     ndi = index.get(_CLIENT_NDI)
     if ndi is not None and len(ndi) != 3:
-        raise MalformedPacket(f"option 94 has length {len(ndi)}, expected 3")
+        raise MalformedPacket(f"option 94 has length {len(ndi)}, expected 3", Reason.BAD_OPTION_LENGTH)
     uuid = index.get(_CLIENT_UUID)
     if uuid is not None and len(uuid) not in (0, 17):
-        raise MalformedPacket(f"option 97 has length {len(uuid)}, expected 0 or 17")
+        raise MalformedPacket(f"option 97 has length {len(uuid)}, expected 0 or 17", Reason.BAD_OPTION_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +194,33 @@ class DhcpPacket:
     def decode(cls, data: bytes) -> DhcpPacket:
         """Parse a datagram. Raises MalformedPacket (only) with a reason fit for a log line."""
         if len(data) < OPTIONS_OFFSET:
-            raise MalformedPacket(f"packet too short ({len(data)} bytes, need at least {OPTIONS_OFFSET})")
+            raise MalformedPacket(
+                f"packet too short ({len(data)} bytes, need at least {OPTIONS_OFFSET})", Reason.TOO_SHORT
+            )
         if type(data) is not bytes:
             data = bytes(data)
         # At least 240 bytes, so the fixed-size unpack cannot fail.
-        (op, htype, hln, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname_raw, file_raw,
-         magic) = _HEADER.unpack_from(data)  # fmt: skip
+        (
+            op,
+            htype,
+            hln,
+            hops,
+            xid,
+            secs,
+            flags,
+            ciaddr,
+            yiaddr,
+            siaddr,
+            giaddr,
+            chaddr,
+            sname_raw,
+            file_raw,
+            magic,
+        ) = _HEADER.unpack_from(data)
         if magic != MAGIC_COOKIE:
-            raise MalformedPacket(f"bad magic cookie 0x{magic:08x}")
+            raise MalformedPacket(f"bad magic cookie 0x{magic:08x}", Reason.BAD_MAGIC_COOKIE)
         if hln > 16:
-            raise MalformedPacket(f"hardware address length {hln} > 16")
+            raise MalformedPacket(f"hardware address length {hln} > 16", Reason.BAD_HEADER)
         options: list[tuple[int, bytes]] = []
         index: dict[int, bytes] = {}
         _walk_options(data, OPTIONS_OFFSET, "options", options, index)
@@ -239,7 +230,7 @@ class DhcpPacket:
         if overload is not None:
             # RFC 2131 §4.1, RFC 3396: options go on in `file` (1), `sname` (2) or both (3), in that order.
             if len(overload) != 1 or overload[0] not in (1, 2, 3):
-                raise MalformedPacket(f"bad option 52 (overload) {overload.hex()}")
+                raise MalformedPacket(f"bad option 52 (overload) {overload.hex()}", Reason.BAD_OPTION_LENGTH)
             options = [(c, v) for c, v in options if c != _OVERLOAD]
             index = _concat_index(options)
             if overload[0] & 1:
@@ -249,18 +240,30 @@ class DhcpPacket:
                 _walk_options(sname_raw, 0, "sname", options, index)
                 sname = b""
         _check_lengths(index)
+        cached = _ADDRESSES.get
+        fields = (
+            op,
+            xid,
+            chaddr[:hln],
+            htype,
+            hops,
+            secs,
+            flags,
+            cached(ciaddr) or _address(ciaddr),
+            cached(yiaddr) or _address(yiaddr),
+            cached(siaddr) or _address(siaddr),
+            cached(giaddr) or _address(giaddr),
+            sname,
+            file,
+            tuple(options),
+        )
         if cls is not DhcpPacket:
-            packet = cls(op, xid, chaddr[:hln], htype, hops, secs, flags, _address(ciaddr), _address(yiaddr),
-                         _address(siaddr), _address(giaddr), sname, file, tuple(options))  # fmt: skip
+            packet = cls(*fields)
             object.__setattr__(packet, "_index", index)
             return packet
         # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
         # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
-        cached = _ADDRESSES.get
-        return _trusted(op, xid, chaddr[:hln], htype, hops, secs, flags,
-                        cached(ciaddr) or _address(ciaddr), cached(yiaddr) or _address(yiaddr),
-                        cached(siaddr) or _address(siaddr), cached(giaddr) or _address(giaddr),
-                        sname, file, tuple(options), index)  # fmt: skip
+        return _trusted(*fields, index)
 
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.
@@ -441,8 +444,6 @@ def describe_option(code: int, value: bytes) -> str:
     if code == Opt.CLIENT_UUID and n == 17:
         return f"type {value[0]} guid {value[1:].hex()}"
     if code == Opt.VENDOR_SPECIFIC and n:
-        from proxydhcp.dhcp.options import decode_pxe_suboptions  # options.py imports this module
-
         try:
             subs = decode_pxe_suboptions(value)
         except MalformedPacket:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from proxydhcp.dhcp import options as dopt
-from proxydhcp.dhcp.packet import BOOTREPLY, MIN_PACKET_SIZE, DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import BOOTREPLY, MessageType, Opt
+from proxydhcp.dhcp.packet import MIN_PACKET_SIZE, DhcpPacket
 from proxydhcp.diagnose.capture import Datagram
 from proxydhcp.errors import MalformedPacket
 from proxydhcp.tftp import packet as tftp

@@ -1,8 +1,8 @@
 """A dry run of the pipeline: "what would the service answer this client, and why?"
 
 Builds the request real firmware would send (a DISCOVER like PXE ROMs and EDK II, then for UEFI the
-port-4011 REQUEST), and runs exactly the steps `serve` runs: classify → decide → build_reply →
-delivery. No sockets.
+port-4011 REQUEST), and runs it through the wire format and `pxe.pipeline.run`, exactly as `serve`
+does. No sockets.
 """
 
 from __future__ import annotations
@@ -13,16 +13,53 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proxydhcp.config import Settings, normalize_mac
 from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch
-from proxydhcp.dhcp.delivery import Destination, offer_destination, pxe_destination
-from proxydhcp.dhcp.packet import BOOTREQUEST, BROADCAST_FLAG, DhcpPacket, MessageType, Opt
-from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT, Ignore, classify
-from proxydhcp.pxe.policy import BootDecision, Receiver, decide
-from proxydhcp.pxe.reply import build_reply
+from proxydhcp.dhcp.codes import BOOTREQUEST, BROADCAST_FLAG, MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
+from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT
+from proxydhcp.pxe.pipeline import Answered, Ignored, run
+from proxydhcp.pxe.policy import BootDecision, Receiver
 
 _ZERO = IPv4Address(0)
 # What EDK II and PXE ROMs ask for: the boot options plus the PXE vendor range 128-135 (R-01).
-_PARAM_REQUEST = bytes([1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51, 54, 58, 59,
-                        60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135])  # fmt: skip
+_PARAM_REQUEST = bytes(
+    [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        12,
+        13,
+        15,
+        17,
+        18,
+        22,
+        23,
+        28,
+        40,
+        41,
+        42,
+        43,
+        50,
+        51,
+        54,
+        58,
+        59,
+        60,
+        66,
+        67,
+        97,
+        128,
+        129,
+        130,
+        131,
+        132,
+        133,
+        134,
+        135,
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +69,7 @@ class Step:
     title: str
     request: DhcpPacket
     source: str
-    outcome: Ignore | tuple[BootDecision, DhcpPacket, Destination]
+    outcome: Answered | Ignored
 
 
 @dataclass
@@ -44,17 +81,17 @@ class ExplainResult:
 
     @property
     def answered(self) -> bool:
-        return bool(self.steps) and not isinstance(self.steps[-1].outcome, Ignore)
+        return bool(self.steps) and isinstance(self.steps[-1].outcome, Answered)
 
     @property
     def ignore_reason(self) -> str | None:
         last = self.steps[-1].outcome if self.steps else None
-        return last.reason if isinstance(last, Ignore) else None
+        return str(last) if isinstance(last, Ignored) else None
 
     @property
     def decision(self) -> BootDecision | None:
         last = self.steps[-1].outcome if self.steps else None
-        return None if last is None or isinstance(last, Ignore) else last[0]
+        return last.decision if isinstance(last, Answered) else None
 
     def text(self) -> str:
         out = [f"client {self.mac}, arch {self.arch} ({describe_arch(self.arch)})"]
@@ -62,11 +99,11 @@ class ExplainResult:
         for step in self.steps:
             out.append("")
             out.append(f"== {step.title} (from {step.source})")
-            if isinstance(step.outcome, Ignore):
-                out.append(f"ignored: {step.outcome.reason}")
+            if isinstance(step.outcome, Ignored):
+                out.append(f"ignored: {step.outcome}")
                 out.append("no reply is sent")
                 continue
-            decision, reply, dest = step.outcome
+            decision, reply, dest = step.outcome.decision, step.outcome.reply, step.outcome.destination
             out.append(f"subnet       {decision.subnet}")
             out.append(f"rule         {decision.rule}")
             out.append(f"offer style  {decision.offer_style}")
@@ -151,14 +188,15 @@ def explain(
             result.notes.append(f"client address assumed to be {client_ip} (use --client-ip to set it)")
         _request_4011(result, settings, mac, arch, user_class, client_ip, local_ip)
         return result
-    discover = synthetic_request(mac=mac, arch=arch, message_type=MessageType.DISCOVER, user_class=user_class,
-                                 giaddr=relay)  # fmt: skip
+    discover = synthetic_request(
+        mac=mac, arch=arch, message_type=MessageType.DISCOVER, user_class=user_class, giaddr=relay
+    )
     source = f"{relay}:67 (relay)" if relay != _ZERO else "0.0.0.0:68 (broadcast)"
-    outcome = _run(discover, DHCP_PORT, relay, receiver, settings)
+    outcome = _run(discover, DHCP_PORT, (relay, 67 if relay != _ZERO else 68), receiver, settings)
     result.steps.append(Step("DHCPDISCOVER on port 67", discover, source, outcome))
-    if isinstance(outcome, Ignore) or outcome[0].offer_style != "binl":
+    if isinstance(outcome, Ignored) or outcome.decision.offer_style != "binl":
         return result
-    decision = outcome[0]
+    decision = outcome.decision
     if client_ip is None:
         # The client has its lease from the DHCP server by now; any address of the subnet will do.
         client_ip = decision.subnet.broadcast_address - 1
@@ -176,10 +214,11 @@ def _request_4011(
     client_ip: IPv4Address,
     server_ip: IPv4Address,
 ) -> None:
-    request = synthetic_request(mac=mac, arch=arch, message_type=MessageType.REQUEST, user_class=user_class,
-                                ciaddr=client_ip)  # fmt: skip
+    request = synthetic_request(
+        mac=mac, arch=arch, message_type=MessageType.REQUEST, user_class=user_class, ciaddr=client_ip
+    )
     # EDK II sends from port 4011 to siaddr:4011 (R-10); the 4011 listener sees the client's own address.
-    outcome = _run(request, PXE_PORT, client_ip, Receiver(local_ip=server_ip), settings)
+    outcome = _run(request, PXE_PORT, (client_ip, PXE_PORT), Receiver(local_ip=server_ip), settings)
     result.steps.append(Step(f"DHCPREQUEST to {server_ip}:4011", request, f"{client_ip}:4011", outcome))
 
 
@@ -206,17 +245,7 @@ def assumed_receiver(
 
 
 def _run(
-    request: DhcpPacket, port: int, source_ip: IPv4Address, receiver: Receiver, settings: Settings
-) -> Ignore | tuple[BootDecision, DhcpPacket, Destination]:
+    request: DhcpPacket, port: int, source: tuple[IPv4Address, int], receiver: Receiver, settings: Settings
+) -> Answered | Ignored:
     # Through the wire format, as `serve` sees it.
-    request = DhcpPacket.decode(request.encode())
-    client = classify(request, port=port, source_ip=source_ip)
-    if isinstance(client, Ignore):
-        return client
-    decision = decide(client, settings, receiver)
-    if isinstance(decision, Ignore):
-        return decision
-    reply = build_reply(request, client, decision)
-    pxe = port == PXE_PORT
-    dest = pxe_destination(request, source_ip, PXE_PORT) if pxe else offer_destination(request)
-    return decision, reply, dest
+    return run(request.encode(), port=port, source=source, receiver=receiver, settings=settings)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.outcome import TransferOutcome
 from proxydhcp.tftp import transfer as tx
 from proxydhcp.tftp.files import Source
 from proxydhcp.tftp.packet import Error, ErrorCode, data_headers, decode
@@ -48,10 +49,6 @@ GSO_MAX_BYTES = 65000  # one send is one IP packet before segmentation: under 64
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _SOCK_TYPE = socket.SOCK_DGRAM | _NONBLOCK | getattr(socket, "SOCK_CLOEXEC", 0)
 _NOT_SENT = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS)
-
-# TransferStats.outcome values besides "completed", "timed out" and "error: ...":
-ABORTED = "aborted by client"  # the client sent ERROR during the transfer
-PROBE = "probe"  # ERROR right after the OACK: a tsize probe (UEFI Mtftp4GetInfo, R-62), not a failure
 
 # A lockstep transfer of this many blocks or more gets a connected twin socket (see `Transfer._pair`).
 PAIR_MIN_BLOCKS = 64
@@ -91,7 +88,12 @@ class TransferStats:
     windowsize: int
     retransmits: int
     duration: float
-    outcome: str
+    outcome: TransferOutcome
+    detail: str = ""  # what the outcome's text names (the read error)
+
+    @property
+    def outcome_text(self) -> str:
+        return self.outcome.describe(self.detail)
 
     @property
     def mb_per_s(self) -> float:
@@ -374,7 +376,7 @@ class Transfer:
             if self.source.size < state.size:  # a read found the end of file early: it shrank
                 log.warning("%r changed during the transfer to %s:%d", self.filename, *self.client)
                 self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
-                self.finish("error: file changed")
+                self.finish(TransferOutcome.FILE_ERROR, "file changed")
                 return
             self._fill(base, min((first - 1 + max(state.windowsize, 1)) * blksize, state.size))
             return
@@ -447,7 +449,7 @@ class Transfer:
             # The cause goes into the outcome: the listener's one line per transfer reports it.
             cause = "cancelled" if task.cancelled() else _describe(failure)
             self._send(Error.of(ErrorCode.NOT_DEFINED).encode())
-            self.finish(f"error: read failed: {cause}")
+            self.finish(TransferOutcome.FILE_ERROR, f"read failed: {cause}")
             return
         self._send_window()
 
@@ -468,8 +470,8 @@ class Transfer:
     def _on_lockstep(self) -> None:
         """The reader of a windowsize-1 transfer: its twin's if it has one (the kernel lets only the
         client's datagrams in there), else its socket's, where a stranger's datagram gets ERROR 5. An
-        ACK past the OACK goes the fast way, on_ack and take_window inlined (see ReadTransfer: with one
-        block in flight, an ACK moves on only if it names that block); anything else the general way."""
+        ACK past the OACK goes through the transfer state (ReadTransfer.on_ack, take_window) and its
+        one next block straight out, without the window loop; anything else the general way."""
         buf = self._rbuf
         if self._peer_recv is not None:
             try:
@@ -488,32 +490,23 @@ class Transfer:
         if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
             self._on_datagram(buf, n, self.client)
             return
-        acked = state.acked
-        if (((buf[2] << 8) | buf[3]) - acked) & 0xFFFF != 1 or state.sent == acked:
-            if state.retries:  # in backoff, a repeated ACK may ask for a resend (ReadTransfer)
-                self._on_datagram(buf, n, self.client)
-            return  # duplicate (Sorcerer's Apprentice) or a block never sent: IGNORED
-        state.acked = acked = acked + 1
-        state.last_progress = self._now()
-        state.retries = 0
-        if acked == state.last_block:
-            self.finish("completed")
-            return
-        blksize = state.blksize
-        start = acked * blksize
-        end = start + blksize
-        if end > state.size:
-            end = state.size
-        view = self.source.view(start, end)
-        if view is None:
+        result = state.on_ack((buf[2] << 8) | buf[3], self._now())
+        if result != PROGRESS:
+            if result == COMPLETE:
+                self.finish(TransferOutcome.COMPLETED)
+            elif result == RESEND_NOW:  # a repeated ACK in backoff (ReadTransfer)
+                self._send_window()
+            return  # IGNORED: a duplicate (Sorcerer's Apprentice) or a block never sent
+        block, _ = state.take_window()  # windowsize 1: the one block after the ACK
+        view = self.source.view(*state.span(block))
+        if view is None:  # not read yet: the general path waits for it
             self._send_window()
             return
-        state.sent = acked + 1
         try:
             if self._peer_send is not None:
-                self._peer_send(_HEADERS[(acked + 1) & 0xFFFF] + view)
+                self._peer_send(_HEADERS[block & 0xFFFF] + view)
             else:
-                self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
+                self._sendto(_HEADERS[block & 0xFFFF] + view, self.client)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
@@ -535,7 +528,7 @@ class Transfer:
             if result in (PROGRESS, RESEND_NOW):
                 self._send_window()
             elif result == COMPLETE:
-                self.finish("completed")
+                self.finish(TransferOutcome.COMPLETED)
             return
         self._other_packet(bytes(buf[:n]))
 
@@ -544,8 +537,12 @@ class Transfer:
         are not answered; two servers would bounce them forever), never to one of our own sockets, and
         at most once per TID_ERROR_INTERVAL."""
         if opcode == 5 or self._own.owns(addr, self.local[0]):
-            log.debug("ignored %s from %s:%d for %s:%d's transfer", "ERROR" if opcode == 5 else "packet",
-                      *addr, *self.client)  # fmt: skip
+            log.debug(
+                "ignored %s from %s:%d for %s:%d's transfer",
+                "ERROR" if opcode == 5 else "packet",
+                *addr,
+                *self.client,
+            )
             return
         now = self._now()
         if now - self._tid_error_at < TID_ERROR_INTERVAL:
@@ -563,7 +560,7 @@ class Transfer:
             return
         if isinstance(packet, Error):
             log.debug("%s:%d sent ERROR %d %r", *self.client, packet.code, packet.message)
-            self.finish(ABORTED)
+            self.finish(TransferOutcome.CLIENT_ERROR)
         else:
             log.debug("ignored %s from %s:%d during a read", type(packet).__name__, *self.client)
 
@@ -578,21 +575,21 @@ class Transfer:
             return
         result = state.on_timeout(now)
         if result == tx.GIVE_UP:
-            self.finish("timed out")
+            self.finish(TransferOutcome.TIMEOUT)
             return
         if result == tx.ASSUME_DONE:
             log.debug("%s:%d never sent the final ACK for %r", *self.client, self.filename)
-            self.finish("completed")
+            self.finish(TransferOutcome.COMPLETED)
             return
         self._send_first()
         self._arm()
 
-    def finish(self, outcome: str) -> None:
+    def finish(self, outcome: TransferOutcome, detail: str = "") -> None:
         if self.done:
             return
         self.done = True
-        if outcome == ABORTED and self.state.probe_abort:
-            outcome = PROBE
+        if outcome is TransferOutcome.CLIENT_ERROR and self.state.probe_abort:
+            outcome = TransferOutcome.PROBE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -609,7 +606,11 @@ class Transfer:
             self.sock.close()
         self.source.close()
         state = self.state
-        sent = state.size if outcome == "completed" else min(state.acked * state.blksize, state.size)
+        sent = (
+            state.size
+            if outcome is TransferOutcome.COMPLETED
+            else min(state.acked * state.blksize, state.size)
+        )
         stats = TransferStats(
             client=self.client,
             filename=self.filename,
@@ -619,6 +620,7 @@ class Transfer:
             retransmits=state.retransmits,
             duration=time.monotonic() - self.started,
             outcome=outcome,
+            detail=detail,
         )
         self.on_done(self, stats)
 

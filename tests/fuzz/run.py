@@ -53,7 +53,8 @@ class FuzzFailure(AssertionError):
 
 
 def target_dhcp(data: bytes) -> None:
-    from proxydhcp.dhcp.packet import DhcpPacket, Opt
+    from proxydhcp.dhcp.codes import Opt
+    from proxydhcp.dhcp.packet import DhcpPacket
     from proxydhcp.errors import MalformedPacket
 
     try:
@@ -119,7 +120,8 @@ def _structured_request(data: bytes) -> bytes:
     import atheris_shim as shim
 
     fdp = shim.provider(data)
-    from proxydhcp.dhcp.packet import DhcpPacket, Opt
+    from proxydhcp.dhcp.codes import Opt
+    from proxydhcp.dhcp.packet import DhcpPacket
 
     mtype = fdp.PickValueInList([1, 3, 8, 3, 1, fdp.ConsumeIntInRange(0, 255)])
     vendor = fdp.PickValueInList([b"PXEClient", b"HTTPClient", b"PXEClient:Arch:00007:UNDI:003016", b"MSFT"])
@@ -170,9 +172,11 @@ def _structured_request(data: bytes) -> bytes:
 
 
 def target_reply(data: bytes) -> None:
-    from proxydhcp.dhcp.packet import BOOTREPLY, DhcpPacket, MessageType, Opt
+    from proxydhcp.dhcp.codes import BOOTREPLY, MessageType, Opt
+    from proxydhcp.dhcp.packet import DhcpPacket
     from proxydhcp.errors import MalformedPacket
-    from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT, Ignore, classify
+    from proxydhcp.outcome import Ignore
+    from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT, classify
     from proxydhcp.pxe.policy import Receiver, decide
     from proxydhcp.pxe.reply import build_reply
 

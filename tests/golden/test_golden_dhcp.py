@@ -81,7 +81,8 @@ def render_pipeline() -> str:
 
     from proxydhcp.config import Settings
     from proxydhcp.dhcp.delivery import offer_destination, pxe_destination
-    from proxydhcp.pxe.classify import Ignore, classify
+    from proxydhcp.outcome import Ignore
+    from proxydhcp.pxe.classify import classify
     from proxydhcp.pxe.policy import Receiver, decide
     from proxydhcp.pxe.reply import build_reply
 
@@ -103,7 +104,7 @@ def render_pipeline() -> str:
             client = classify(request, port=dport, source_ip=source)
             decision = client if isinstance(client, Ignore) else decide(client, settings, receiver)
             if isinstance(decision, Ignore):
-                out.append(f"ignored: {decision.reason}\n")
+                out.append(f"ignored: {decision}\n")
                 continue
             assert not isinstance(client, Ignore)
             reply = build_reply(request, client, decision)

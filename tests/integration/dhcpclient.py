@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
 
 CLONE_NEWNET = 0x40000000

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.tftp.server import TftpConfig, TftpServer
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.server import TftpServer
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -184,7 +185,7 @@ class Running:
 def start(root: Path, **overrides: object) -> Running:
     config = TftpConfig(root=root, address="127.0.0.1", port=0, timeout=0.5, give_up=5.0, **overrides)  # type: ignore[arg-type]
     outcomes: list[tuple[str, str]] = []
-    server = TftpServer(config, on_transfer=lambda s: outcomes.append((s.filename, s.outcome)))
+    server = TftpServer(config, on_transfer=lambda s: outcomes.append((s.filename, s.outcome_text)))
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.endpoint import TransferStats
+from proxydhcp.tftp.server import TftpServer
 from tests.integration import dhcpclient as dc
 from tests.integration.tftp_fixtures import rrq, start_server, stop_server
 from tests.netlab import Lab, have_root_netns

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.dhcp.packet import MessageType
+from proxydhcp.dhcp.codes import MessageType
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import Proxy, tftp_root
 from tests.integration.test_faults import fetch_robust
@@ -50,7 +50,8 @@ FLOODER = r"""
 import json, os, random, socket, sys, time
 sys.path.insert(0, sys.argv[3])
 from tests.integration import dhcpclient as dc
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
+from proxydhcp.dhcp.codes import MessageType, Opt
 
 target, seconds = sys.argv[1], float(sys.argv[2])
 rnd = random.Random(7)

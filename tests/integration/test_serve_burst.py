@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxydhcp.dhcp.packet import MessageType
+from proxydhcp.dhcp.codes import MessageType
 from tests.integration import dhcpclient as dc
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]

@@ -8,8 +8,9 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from proxydhcp.dhcp.codes import MessageType, Opt
 from proxydhcp.dhcp.options import decode_pxe_suboptions
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import tftp_root
 

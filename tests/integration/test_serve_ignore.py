@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import Proxy, spawn_proxy
 from tests.netlab import Lab, have_root_netns

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.dhcp.packet import MessageType
+from proxydhcp.dhcp.codes import MessageType
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import Proxy, spawn_proxy, tftp_root
 from tests.integration.readable_install import interpreter, readable_install

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from proxydhcp.dhcp.packet import Opt
+from proxydhcp.dhcp.codes import Opt
 from tests.integration import dhcpclient as dc
 from tests.integration.test_serve_corporate import BOOT_FLAGS
 

@@ -16,7 +16,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from tests.integration import dhcpclient as dc
 from tests.integration.conftest import tftp_root
 from tests.integration.test_serve_corporate import BOOT_FLAGS, assert_proxy_reply

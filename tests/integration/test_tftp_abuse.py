@@ -98,7 +98,7 @@ def test_caps_per_client_and_overall(server: RunningServer) -> None:
         while server.server.active and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.server.active == 0, "silent transfers were not abandoned"
-        timed_out = [s for s in server.finished if s.outcome == "timed out"]
+        timed_out = [s for s in server.finished if s.outcome_text == "timed out"]
         assert len(timed_out) == 6
     finally:
         for sock in held:
@@ -133,7 +133,7 @@ def test_silent_client_gets_a_bounded_amount(
     # Lockstep: only block 1 (516 bytes), never a window; windowed: only the OACK, however big the window.
     assert max(len(p) for p in got) <= (516 if not options else 64)
     stats = server.wait_finished(1, timeout=5)
-    assert [s.outcome for s in stats] == ["timed out"]
+    assert [s.outcome_text for s in stats] == ["timed out"]
 
 
 @pytest.mark.parametrize(

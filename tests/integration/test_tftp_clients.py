@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.tftp.server import TransferStats
+from proxydhcp.tftp.endpoint import TransferStats
 from tests.integration.tftp_fixtures import (
     NETASCII_TEXT,
     ClientError,
@@ -251,7 +251,7 @@ def test_duplicate_ack_does_not_resend(tftp_server: RunningServer) -> None:
         with pytest.raises(TimeoutError):
             sock.recvfrom(2000)
         sock.sendto(b"\0\5\0\0done\0", peer)
-    assert tftp_server.wait_finished(count + 1)[-1].outcome == "aborted by client"
+    assert tftp_server.wait_finished(count + 1)[-1].outcome_text == "aborted by client"
 
 
 def test_retransmit_on_timeout(tftp_server: RunningServer) -> None:
@@ -267,7 +267,7 @@ def test_retransmit_on_timeout(tftp_server: RunningServer) -> None:
         sock.sendto(b"\0\5\0\0bye\0", peer)
     # ERROR before any block was asked: counted as a probe (and waited for, so the next test's
     # probe count starts from a settled value)
-    assert tftp_server.wait_finished(count + 1)[-1].outcome == "probe"
+    assert tftp_server.wait_finished(count + 1)[-1].outcome_text == "probe"
 
 
 def test_tsize_probe_logged_at_debug(tftp_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -300,7 +300,7 @@ def test_transfer_record(tftp_server: RunningServer, caplog: pytest.LogCaptureFi
     fetch(tftp_server.port, "b1468x3", {"blksize": "1468", "windowsize": "2"})
     stats = tftp_server.wait_finished(count + 1)[-1]
     assert (stats.filename, stats.bytes, stats.blksize, stats.windowsize) == ("b1468x3", 1468 * 3, 1468, 2)
-    assert stats.outcome == "completed"
+    assert stats.outcome_text == "completed"
     records = [r for r in caplog.records if getattr(r, "fields", {}).get("file") == "b1468x3"]
     fields = records[-1].fields  # type: ignore[attr-defined]
     assert set(fields) == {
@@ -417,7 +417,7 @@ def test_tsize_probe_then_read_counts_one_probe_one_completed(tmp_path: Path) ->
     """UEFI's pattern (R-62): RRQ with tsize, ERROR after the OACK, then the real read. The metrics
     wiring `serve` uses must show two starts, one probe, one completed and no failure."""
     from proxydhcp.metrics import Metrics
-    from proxydhcp.server import tftp_metrics_hooks
+    from proxydhcp.serve.service import tftp_metrics_hooks
     from tests.unit.test_metrics import scrape, value
 
     root = tmp_path / "root"
@@ -442,10 +442,10 @@ def test_tsize_probe_then_read_counts_one_probe_one_completed(tmp_path: Path) ->
             data, peer = sock.recvfrom(2000)
             assert data == b"\0\6tsize\0" + str(len(content)).encode() + b"\0"
             sock.sendto(b"\0\5\0\x08\0", peer)
-        assert [s.outcome for s in running.wait_finished(1)] == ["probe"]
+        assert [s.outcome_text for s in running.wait_finished(1)] == ["probe"]
         got = fetch(running.port, "ipxe.efi", {"tsize": "0", "blksize": "1468"})
         assert got.data == content
-        assert [s.outcome for s in running.wait_finished(2)] == ["probe", "completed"]
+        assert [s.outcome_text for s in running.wait_finished(2)] == ["probe", "completed"]
         stats = running.server.stats
         assert (stats.started, stats.probes, stats.completed, stats.failed) == (2, 1, 1, 0)
         s = scrape(metrics)
@@ -470,7 +470,7 @@ def test_error_after_first_block_is_not_a_probe(tftp_server: RunningServer) -> N
         data, _ = sock.recvfrom(2000)
         assert data[:4] == b"\0\3\0\1"
         sock.sendto(b"\0\5\0\0stop\0", peer)
-    assert tftp_server.wait_finished(count + 1)[-1].outcome == "aborted by client"
+    assert tftp_server.wait_finished(count + 1)[-1].outcome_text == "aborted by client"
     assert tftp_server.server.stats.probes == probes
 
 
@@ -497,7 +497,7 @@ def test_chunked_read_ahead_windowsize_16(tmp_path: Path, monkeypatch: pytest.Mo
             assert sha(out.read_bytes()) == sha(big)
         assert running.server.cache.loads == 0  # never went through the whole-file cache
         transfers = 2 if shutil.which("atftp") else 1
-        assert [s.outcome for s in running.wait_finished(transfers)] == ["completed"] * transfers
+        assert [s.outcome_text for s in running.wait_finished(transfers)] == ["completed"] * transfers
     finally:
         stop_server(running)
 
@@ -525,7 +525,7 @@ def test_file_shrinking_mid_transfer_ends_with_error(tmp_path: Path, monkeypatch
                 if data[:2] == b"\0\5":
                     break
             assert replies[-1] == b"\0\5"
-        assert running.wait_finished(1)[0].outcome == "error: file changed"
+        assert running.wait_finished(1)[0].outcome_text == "error: file changed"
     finally:
         stop_server(running)
 
@@ -541,8 +541,10 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = (
-        "import sys; from pathlib import Path; from proxydhcp.tftp.server import run_standalone; "
-        f"sys.exit(run_standalone(Path({str(root)!r}), '127.0.0.1', {port}, 1468, 16, workers=2))"
+        "import sys; from pathlib import Path; from proxydhcp.tftp.standalone import run_standalone; "
+        "from proxydhcp.tftp.config import TftpConfig; "
+        f"sys.exit(run_standalone(TftpConfig(root=Path({str(root)!r}), address='127.0.0.1', port={port}, "
+        "workers=2)))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
     try:
@@ -566,10 +568,11 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
 
 
 def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
-    from proxydhcp.tftp.server import run_standalone
+    from proxydhcp.tftp.config import TftpConfig
+    from proxydhcp.tftp.standalone import run_standalone
 
-    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=2) == 2
-    assert run_standalone(tmp_path, "127.0.0.1", 0, 1468, 16, workers=0) == 2
+    assert run_standalone(TftpConfig(root=tmp_path, address="127.0.0.1", port=0, workers=2)) == 2
+    assert run_standalone(TftpConfig(root=tmp_path, address="127.0.0.1", port=0, workers=0)) == 2
 
 
 def test_window_datagrams_are_separate_on_the_wire(tftp_server: RunningServer) -> None:
@@ -619,7 +622,7 @@ def test_gso_refused_by_the_kernel_falls_back_to_single_sends(
         assert got.oack["windowsize"] == "200"
         assert any("GSO send" in r.getMessage() for r in caplog.records), "GSO was not refused: no fallback"
         stats = running.wait_finished(1)
-        assert stats[-1].outcome == "completed" and stats[-1].retransmits == 0, stats
+        assert stats[-1].outcome_text == "completed" and stats[-1].retransmits == 0, stats
         assert took < 1.0
     finally:
         stop_server(running)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from proxydhcp.log import TextFormatter
-from proxydhcp.tftp.server import TftpConfig, TftpServer
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.server import TftpServer
 from tests.integration.tftp_fixtures import (
     RunningServer,
     client,
@@ -151,7 +152,8 @@ def test_listener_ignores_its_own_address(server: RunningServer) -> None:
 SERVE = """
 import asyncio, sys
 from pathlib import Path
-from proxydhcp.tftp.server import TftpConfig, TftpServer
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.server import TftpServer
 
 async def main() -> None:
     config = TftpConfig(root=Path(sys.argv[1]), address="127.0.0.1", port=0, timeout=30.0, give_up=60.0,
@@ -302,7 +304,7 @@ def test_abort_during_chunk_read_logs_no_asyncio_error(
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), running.loop).result(5)
         gc.collect()
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), running.loop).result(5)
-        assert [s.outcome for s in running.finished] == ["aborted by client"] * 8
+        assert [s.outcome_text for s in running.finished] == ["aborted by client"] * 8
     finally:
         stop_server(running)
     assert contexts == []

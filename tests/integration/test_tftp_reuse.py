@@ -148,7 +148,7 @@ def test_long_lockstep_transfer_reads_its_client_through_a_connected_twin(server
                 break
         assert bytes(received) == data
         stats = server.wait_finished(1, timeout=5)
-        assert stats[-1].outcome == "completed"
+        assert stats[-1].outcome_text == "completed"
         assert udp_peers_on(peer[1]) == [("0.0.0.0", 0)]
 
 

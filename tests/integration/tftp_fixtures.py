@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.endpoint import TransferStats
+from proxydhcp.tftp.server import TftpServer
 
 NETASCII_TEXT = b"first line\nsecond line\r\nbare cr\rend\n" * 50
 

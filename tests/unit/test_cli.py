@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -179,3 +180,51 @@ def test_serve_without_subnet_exits_2_and_says_how_to_add_one() -> None:
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("proxydhcp: no subnet is enabled") and "--subnet" in lines[-1]
+
+
+def _tftp_config(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, Any]:
+    """Run `proxydhcp tftp ARGS` up to the server start; the TftpConfig it would serve with."""
+    from proxydhcp.tftp import standalone
+
+    seen: list[Any] = []
+    monkeypatch.setattr(standalone, "run_standalone", lambda config, emit=None: seen.append(config) or 0)
+    monkeypatch.setattr("proxydhcp.cli.setup_logging", lambda *args: None)
+    code, _, err = run("tftp", *args)
+    return code, err, seen[0] if seen else None
+
+
+def test_tftp_takes_file_environment_and_flags_with_the_precedence_of_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "proxydhcp.toml"
+    conf.write_text(
+        f'[tftp]\nroot = "{tmp_path}"\nmax_transfers_per_client = 4\ntimeout = 2.0\ngive_up = 20.0\n'
+        "max_transfers = 300\n"
+    )
+    monkeypatch.setenv("PROXYDHCP_TFTP__MAX_TRANSFERS_PER_CLIENT", "50")
+    monkeypatch.setenv("PROXYDHCP_TFTP__GIVE_UP", "9")
+    code, err, config = _tftp_config(
+        monkeypatch, "-c", str(conf), "--max-transfers-per-client", "64", "--port", "6969"
+    )
+    assert code == 0, err
+    assert config.root == tmp_path and config.port == 6969
+    assert config.max_transfers_per_client == 64  # flag over environment over file
+    assert config.give_up == 9.0  # environment over file
+    assert (config.timeout, config.max_transfers) == (2.0, 300)  # the file's
+    code, err, config = _tftp_config(
+        monkeypatch, "--root", str(tmp_path), "--max-transfers", "7", "--timeout", "0.5", "--give-up", "3"
+    )
+    assert code == 0, err
+    assert (config.max_transfers, config.timeout, config.give_up) == (7, 0.5, 3.0)
+    assert config.max_transfers_per_client == 50  # no file: the environment's
+
+
+def test_tftp_without_a_root_or_with_a_bad_value_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err, config = _tftp_config(monkeypatch)
+    assert code == 2 and "tftp.root" in err and config is None
+    code, err, config = _tftp_config(monkeypatch, "--root", str(tmp_path), "--max-transfers-per-client", "0")
+    assert code == 2 and "max_transfers_per_client" in err and config is None
+    code, err, config = _tftp_config(monkeypatch, "--root", str(tmp_path), "--address", "nowhere")
+    assert code == 2 and "address" in err and config is None

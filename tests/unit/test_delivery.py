@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from proxydhcp.dhcp.delivery import Destination, offer_destination, pxe_destination
+from proxydhcp.dhcp.delivery import Destination, dotted, network_text, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket
 
 MAC = bytes.fromhex("525400123456")
@@ -69,3 +71,10 @@ def test_pxe_destination_from_zero_source_goes_to_ciaddr() -> None:
     # A REQUEST sent from 0.0.0.0:68 with ciaddr set: answering 0.0.0.0:68 would reach this host.
     dest = pxe_destination(req(ciaddr="10.77.0.60"), IPv4Address(0), 68)
     assert dest == Destination(IPv4Address("10.77.0.60"), 68, False)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_address_texts_equal_str(value: int, prefixlen: int) -> None:
+    network = IPv4Network((value, prefixlen), strict=False)
+    assert dotted(IPv4Address(value)) == str(IPv4Address(value))
+    assert network_text(network) == str(network)

@@ -7,7 +7,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
 
 COOKIE = b"\x63\x82\x53\x63"

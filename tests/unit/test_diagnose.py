@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from proxydhcp.cli import app
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.codes import MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.diagnose import CaptureError, diagnose
 
 ROOT = Path(__file__).resolve().parents[1]

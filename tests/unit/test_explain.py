@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from proxydhcp.cli import app
 from proxydhcp.config import Settings
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType
+from proxydhcp.dhcp.codes import MessageType
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.pxe.explain import ExplainResult, assumed_receiver, explain, synthetic_request
 
 LOCAL = IPv4Address("10.77.0.2")

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from proxydhcp import events
-from proxydhcp.events import DecisionRecord, Outcome, Stage
+from proxydhcp.events import DecisionRecord
 from proxydhcp.log import JsonFormatter, LineHandler, TextFormatter, emit_fast, flush_logs, setup_logging
+from proxydhcp.outcome import Outcome, Reason, Stage
 
 NOW = 1_764_430_000.25  # a fixed clock: both paths stamp the line with time.time()
 
@@ -59,7 +60,7 @@ def _answer(**kw: object) -> DecisionRecord:
         "server": "10.0.0.1", "destination": "255.255.255.255:68 (broadcast)", "rule": "global bios",
     }  # fmt: skip
     values.update(kw)
-    return DecisionRecord(Outcome.ANSWER, Stage.SEND, **values)  # type: ignore[arg-type]
+    return DecisionRecord(outcome=Outcome.ANSWER, stage=Stage.SEND, **values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -72,7 +73,15 @@ def test_fast_path_writes_the_line_logging_would(
     records = [
         _answer(),
         _answer(rule='host "lab" pc', boot_file="", delay_ms=300),  # quoting, an empty value, an int
-        DecisionRecord(Outcome.IGNORE, Stage.POLICY, 67, "eth0", "0.0.0.0:68", reason="no boot file for x"),
+        DecisionRecord(
+            outcome=Outcome.IGNORE,
+            stage=Stage.POLICY,
+            port=67,
+            iface="eth0",
+            source="0.0.0.0:68",
+            reason=Reason.NO_BOOT_FILE,
+            detail="x",
+        ),
     ]
     fast, slow = [], []
     for rec in records:
@@ -200,15 +209,15 @@ def test_a_line_joining_a_scheduled_flush_does_not_ask_for_the_running_loop(
     """Once a flush is scheduled, further lines of the iteration just join it: no get-running-loop
     call (a getpid() system call per line in CPython 3.11)."""
     asks = 0
-    real = asyncio._get_running_loop
+    real = asyncio.get_running_loop
 
-    def counting() -> asyncio.AbstractEventLoop | None:
+    def counting() -> asyncio.AbstractEventLoop:
         nonlocal asks
         asks += 1
         return real()
 
     async def main() -> None:
-        monkeypatch.setattr(asyncio, "_get_running_loop", counting)
+        monkeypatch.setattr(asyncio, "get_running_loop", counting)
         for n in range(100):
             logger.warning("line %d", n)
         assert asks == 1 and out.writes == 0

@@ -2,23 +2,29 @@
 
 Every answered request of the fixture captures is learned, then replayed as other machines of the same
 model would send it (other xid, secs, MAC, UUID, client id, address, source) and as arbitrary byte
-mutations; each memo answer must equal `process_datagram`'s reply, destination and record.
+mutations; each memo answer must equal the pipeline's reply, destination and record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from ipaddress import IPv4Address, IPv4Network
+from socket import inet_aton, inet_ntoa
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxydhcp.config import Settings
+from proxydhcp.dhcp.codes import MessageType
 from proxydhcp.diagnose.capture import CaptureStats, read_datagrams
-from proxydhcp.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
-from proxydhcp.pipeline import ip_text, process_datagram
+from proxydhcp.events import DecisionRecord
+from proxydhcp.pxe.explain import synthetic_request
+from proxydhcp.pxe.pipeline import Answered, Ignored, record, run
 from proxydhcp.pxe.policy import Receiver
+from proxydhcp.serve.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from tests.fixtures import DHCP_CAPTURES, FIXTURES
 
 HOST_MAC = "02:00:00:00:00:07"
@@ -62,27 +68,39 @@ def _frames() -> list[Frame]:
     for name in DHCP_CAPTURES:
         for d in read_datagrams(FIXTURES / name, CaptureStats()):
             if d.dport in (67, 4011) and d.sport in (68, 4011):
-                out.append((d.payload, d.dport, (ip_text(d.src), d.sport)))
+                out.append((d.payload, d.dport, (str(d.src), d.sport)))
     return out
 
 
 FRAMES = _frames()
 
 
+def _pipeline(
+    data: bytes, source: tuple[str, int], port: int, config: Settings, receiver: Receiver
+) -> tuple[Answered | Ignored, DecisionRecord]:
+    where = (IPv4Address(source[0]), source[1])
+    result = run(data, port=port, source=where, receiver=receiver, settings=config)
+    return result, record(result, port=port, iface="eth0", source=f"{source[0]}:{source[1]}")
+
+
 def _full(frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
     data, port, source = frame
-    reply, destination, record = process_datagram(
-        data, source, port=port, iface="eth0", receiver=receiver, settings=config
-    )
-    if reply is None or destination is None:
+    result, rec = _pipeline(data, source, port, config, receiver)
+    if not isinstance(result, Answered):
         return None
-    return Answer(reply, (ip_text(destination.address), destination.port), record)
+    return Answer(result.reply.encode(), (str(result.destination.address), result.destination.port), rec)
+
+
+def _learn_one(memo: ReplyMemo, data: bytes, source: tuple[str, int], port: int, config: Settings,
+               receiver: Receiver) -> None:  # fmt: skip
+    result, rec = _pipeline(data, source, port, config, receiver)
+    if isinstance(result, Answered):
+        memo.learn(data, source, port, "eth0", receiver, result, result.reply.encode(), rec)
 
 
 def _learn(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> None:
     data, port, source = frame
-    verdict = process_datagram(data, source, port=port, iface="eth0", receiver=receiver, settings=config)
-    memo.learn(data, source, port, "eth0", receiver, verdict)
+    _learn_one(memo, data, source, port, config, receiver)
 
 
 def _check(memo: ReplyMemo, frame: Frame, config: Settings, receiver: Receiver) -> Answer | None:
@@ -130,6 +148,8 @@ def _sibling(frame: Frame, rng: random.Random, mac: bytes | None = None) -> Fram
     if port == 4011 and src_ip != "0.0.0.0":
         head, _, _ = src_ip.rpartition(".")
         src_ip = f"{head}.{rng.randrange(1, 255)}"
+        if inet_aton(source[0]) == data[12:16]:  # a client sending from its own ciaddr still does
+            src_ip = inet_ntoa(b[12:16])
     return bytes(b), port, (src_ip, src_port)
 
 
@@ -167,7 +187,7 @@ def test_both_ports_are_memoised_with_their_own_destinations() -> None:
         if got is not None:
             ports.add(frame[1])
             if frame[1] == 4011:
-                assert got.dest[0] in (sibling[2][0], ip_text(IPv4Address(sibling[0][12:16])))
+                assert got.dest[0] in (sibling[2][0], str(IPv4Address(sibling[0][12:16])))
                 assert got.reply[12:16] == sibling[0][12:16]  # the ACK carries its own ciaddr
             assert got.reply[4:8] == sibling[0][4:8]
             assert got.record.mac == sibling[0][28:34].hex(":")
@@ -218,10 +238,7 @@ def test_ignored_packets_are_not_learned_and_the_memo_is_bounded() -> None:
     data, port, source = frame
     for i in range(MAX_ENTRIES + 10):  # distinct shapes: a changed hops byte each
         shaped = data[:3] + bytes([i % 256]) + data[4:44] + bytes([i // 256]) + data[45:]
-        verdict = process_datagram(
-            shaped, source, port=port, iface="eth0", receiver=receiver, settings=config
-        )
-        memo.learn(shaped, source, port, "eth0", receiver, verdict)
+        _learn_one(memo, shaped, source, port, config, receiver)
         assert len(memo) <= MAX_ENTRIES
 
 
@@ -331,9 +348,110 @@ def test_learn_never_reuses_the_key_of_another_context() -> None:
     ten = _at(data, 12, bytes(4))
     memo = ReplyMemo(config)
     assert memo.answer(ten, ("10.1.2.3", 4011), port, "eth0", receiver) is None  # subnet 10.0.0.0/8
-    verdict = process_datagram(
-        ten, ("11.1.2.3", 4011), port=port, iface="eth0", receiver=receiver, settings=config
-    )
-    memo.learn(ten, ("11.1.2.3", 4011), port, "eth0", receiver, verdict)  # learned for 0.0.0.0/1
+    _learn_one(memo, ten, ("11.1.2.3", 4011), port, config, receiver)  # learned for 0.0.0.0/1
     assert _check(memo, (ten, port, ("11.4.4.4", 4011)), config, receiver) is not None
     assert _check(memo, (ten, port, ("10.4.4.4", 4011)), config, receiver) is None
+
+
+# -- every request shape the policy tells apart -----------------------------------------------------
+
+SHAPE = st.fixed_dictionaries(
+    {
+        "arch": st.sampled_from([0, 7, 11, 16]),  # BIOS, UEFI (BINL or direct), HTTP boot (HTTPClient)
+        "user_class": st.sampled_from([None, "iPXE"]),  # the iPXE rule
+        "kind": st.sampled_from(
+            [(MessageType.DISCOVER, 67), (MessageType.REQUEST, 4011), (MessageType.INFORM, 4011)]
+        ),
+        "giaddr": st.sampled_from([None, None, "10.1.0.1", "192.168.7.1"]),  # relayed or not, which subnet
+        # Networks of the client's own addresses; the host byte is the machine's (see _shaped).
+        "ciaddr": st.sampled_from([None, "10.1.2", "11.1.2", "192.168.1", "10.1.0"]),  # 10.1.0.1: the relay
+        "source": st.sampled_from(["0.0.0.0", "ciaddr", "giaddr", "10.1.2", "11.9.9", "192.168.1"]),
+        "relay_agent": st.booleans(),  # option 82, echoed
+        "config": st.sampled_from(sorted(CONFIGS)),  # subnet tables and servers, uefi_mode direct
+        "receiver": st.sampled_from(range(len(RECEIVERS))),
+    }
+)
+
+
+_EXAMPLE: dict[str, Any] = {
+    "arch": 0,
+    "user_class": None,
+    "kind": (MessageType.REQUEST, 4011),
+    "giaddr": None,
+    "ciaddr": None,
+    "source": "0.0.0.0",
+    "relay_agent": False,
+    "config": "subnets",
+    "receiver": 0,
+}
+
+
+def _shaped(shape: dict[str, Any], mac: str, host: int) -> tuple[Frame, Settings, Receiver]:
+    """The request of `shape` from machine `mac` whose addresses end in `host`."""
+    mtype, port = shape["kind"]
+    ciaddr = f"{shape['ciaddr']}.{host}" if shape["ciaddr"] else None
+    source = shape["source"]
+    if source == "ciaddr":
+        source = ciaddr or "0.0.0.0"
+    elif source == "giaddr":  # a relay sends from its own address
+        source = shape["giaddr"] or "0.0.0.0"
+    elif source != "0.0.0.0":
+        source = f"{source}.{host + 1}"
+    request = synthetic_request(
+        mac=mac,
+        arch=shape["arch"],
+        message_type=mtype,
+        user_class=shape["user_class"],
+        giaddr=IPv4Address(shape["giaddr"] or 0),
+        ciaddr=IPv4Address(ciaddr or 0),
+    )
+    if shape["relay_agent"]:
+        request = dataclasses.replace(request, options=(*request.options, (82, b"\x01\x04eth0")))
+    sent_from = (source, 68 if port == 67 else 4011)
+    return (request.encode(), port, sent_from), CONFIGS[shape["config"]], RECEIVERS[shape["receiver"]]
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    SHAPE,
+    SHAPE,
+    st.sampled_from(["arch", "user_class", "kind", "giaddr", "ciaddr", "source", "relay_agent", "receiver"]),
+    st.integers(2, 253),
+)
+@example(  # an offer goes to ciaddr, learned from a client whose source was its ciaddr
+    {**_EXAMPLE, "kind": (MessageType.DISCOVER, 67), "ciaddr": "10.1.2", "source": "ciaddr"},
+    {**_EXAMPLE, "source": "10.1.2"},
+    "source",
+    5,
+)
+@example(  # a relayed offer goes to the relay, learned from a request the relay sent
+    {**_EXAMPLE, "kind": (MessageType.DISCOVER, 67), "giaddr": "10.1.0.1", "source": "giaddr"},
+    {**_EXAMPLE, "source": "10.1.2"},
+    "source",
+    5,
+)
+@example(  # a relayed offer goes to the relay, learned from a client whose ciaddr was the relay's
+    {**_EXAMPLE, "kind": (MessageType.DISCOVER, 67), "giaddr": "10.1.0.1", "ciaddr": "10.1.0"},
+    {**_EXAMPLE, "ciaddr": "10.1.2"},
+    "ciaddr",
+    5,
+)
+def test_every_shape_the_policy_tells_apart_is_answered_as_the_pipeline_does(
+    learned: dict[str, Any], varied: dict[str, Any], key: str, other: int
+) -> None:
+    """A request of each shape (architecture, iPXE or not, port and message type, relayed or not,
+    client and source address, option 82, configuration, receiving address) is learned; another
+    machine's request of the same shape, and of the shape with one of those changed, gets from the
+    memo exactly the pipeline's answer or nothing. Another machine of the learned shape gets it from
+    the memo."""
+    frame, config, receiver = _shaped(learned, "52:54:00:aa:00:01", 1)
+    memo = ReplyMemo(config)
+    _learn(memo, frame, config, receiver)
+    sibling_mac = f"52:54:00:bb:00:{other:02x}"
+    sibling, _, _ = _shaped(learned, sibling_mac, other)
+    got = _check(memo, sibling, config, receiver)
+    # The memo does answer a learned shape (10.1.0.1 is the relay's address: another host's is not).
+    if _full(frame, config, receiver) is not None and learned["ciaddr"] != "10.1.0":
+        assert got is not None
+    asked, _, asked_receiver = _shaped({**learned, key: varied[key]}, sibling_mac, other)
+    _check(memo, asked, config, asked_receiver)

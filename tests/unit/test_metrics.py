@@ -11,8 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxydhcp import metrics as metrics_module
 from proxydhcp.errors import ConfigError
-from proxydhcp.events import DecisionRecord, Outcome, Stage
-from proxydhcp.metrics import REASONS, Metrics, observe_decision, parse_listen, reason_label
+from proxydhcp.events import DecisionRecord
+from proxydhcp.metrics import REASONS, Metrics, observe_decision, parse_listen
+from proxydhcp.outcome import Outcome, Reason, Stage, TransferOutcome
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -45,10 +46,10 @@ def metrics() -> Iterator[Metrics]:
 def test_dhcp_counters_scraped(metrics: Metrics) -> None:
     for _ in range(3):
         metrics.dhcp_packet("67", "DISCOVER", "answered", None)
-    metrics.dhcp_packet("67", "DISCOVER", "ignored", "not a PXE client")
-    metrics.dhcp_packet("67", "REQUEST", "ignored", "not a DISCOVER on port 67")
+    metrics.dhcp_packet("67", "DISCOVER", "ignored", Reason.NOT_PXE)
+    metrics.dhcp_packet("67", "REQUEST", "ignored", Reason.NOT_DISCOVER)
     metrics.dhcp_packet("4011", "REQUEST", "answered")
-    metrics.dhcp_packet("67", "none", "malformed", "bad magic cookie 0x00000000")
+    metrics.dhcp_packet("67", "none", "malformed", Reason.BAD_MAGIC_COOKIE)
     metrics.offer("efi-x64")
     metrics.offer("efi-x64")
     metrics.offer("0")  # an option-93 number becomes its name
@@ -74,9 +75,9 @@ def test_tftp_counters_and_histogram(metrics: Metrics) -> None:
     metrics.tftp_started()
     metrics.tftp_started()
     active[0] = 2
-    metrics.tftp_finished(bytes=1_000_000, retransmits=3, duration=0.2, outcome="completed")
-    metrics.tftp_finished(bytes=512, retransmits=5, duration=30.0, outcome="timeout")
-    metrics.tftp_finished(bytes=0, retransmits=0, duration=0.01, outcome="probe")
+    metrics.tftp_finished(bytes=1_000_000, retransmits=3, duration=0.2, outcome=TransferOutcome.COMPLETED)
+    metrics.tftp_finished(bytes=512, retransmits=5, duration=30.0, outcome=TransferOutcome.TIMEOUT)
+    metrics.tftp_finished(bytes=0, retransmits=0, duration=0.01, outcome=TransferOutcome.PROBE)
     s = scrape(metrics)
     assert value(s, "proxydhcp_tftp_transfers_started_total") == 3
     assert value(s, "proxydhcp_tftp_transfers_completed_total") == 1
@@ -97,10 +98,10 @@ def test_tftp_counters_and_histogram(metrics: Metrics) -> None:
 def test_label_values_are_bounded(metrics: Metrics) -> None:
     # Hostile or unexpected values must not create one series each.
     for i in range(50):
-        metrics.dhcp_packet(str(1000 + i), f"TYPE{i}", f"outcome{i}", f"host 52:54:00:00:00:{i:02x} ignored")
-        metrics.dhcp_packet("67", "DISCOVER", "ignored", f"something new {i}")
+        metrics.dhcp_packet(str(1000 + i), f"TYPE{i}", f"outcome{i}", Reason.HOST_IGNORED)
+        metrics.dhcp_packet("67", "DISCOVER", "ignored", None)
         metrics.offer(str(200 + i))
-        metrics.tftp_finished(bytes=1, retransmits=0, duration=0.0, outcome=f"weird {i}")
+        metrics.tftp_finished(bytes=1, retransmits=0, duration=0.0, outcome=TransferOutcome.SUPERSEDED)
     s = scrape(metrics)
     packets = {labels for name, labels in s if name == "proxydhcp_dhcp_packets_total"}
     assert len(packets) == 2
@@ -109,7 +110,7 @@ def test_label_values_are_bounded(metrics: Metrics) -> None:
     new = {"port": "67", "message_type": "DISCOVER", "outcome": "ignored", "reason": "other"}
     assert value(s, "proxydhcp_dhcp_packets_total", **new) == 50
     assert value(s, "proxydhcp_offers_total", arch="other") == 50
-    assert value(s, "proxydhcp_tftp_transfers_failed_total", reason="other") == 50
+    assert value(s, "proxydhcp_tftp_transfers_failed_total", reason="superseded") == 50
 
 
 def test_own_registry_not_global() -> None:
@@ -123,26 +124,22 @@ def test_own_registry_not_global() -> None:
 @pytest.mark.parametrize(
     ("reason", "label"),
     [
-        ("not a BOOTREQUEST", "not_bootrequest"),
-        ("unsupported message type on 4011", "unsupported_message_type"),
-        ("hardware address is not 6 bytes", "bad_hardware_address"),
-        ("bad option: option 97 has length 3, expected 0 or 17", "bad_option"),
-        ("PXE BIS not supported", "bis_unsupported"),
-        ("subnet 10.0.0.0/24 not enabled", "subnet_not_enabled"),
-        ("subnet of 192.0.2.7 not enabled", "subnet_not_enabled"),
-        ("no boot file for efi-arm64", "no_boot_file"),
-        ("boot file for efi-x64-http is not a URL", "boot_file_not_url"),
-        ("4011 request without a client address", "no_client_address"),
-        ("packet too short (12 bytes, need at least 240)", "too_short"),
-        ("option 12 in options overruns the packet (200 bytes announced)", "option_overrun"),
-        ("missing option 53 (message type)", "no_message_type"),
-        (None, ""),
-        ("subnet_not_enabled", "subnet_not_enabled"),
+        (Reason.NOT_BOOTREQUEST, "not_bootrequest"),
+        (Reason.UNSUPPORTED_MESSAGE_TYPE, "unsupported_message_type"),
+        (Reason.BAD_HARDWARE_ADDRESS, "bad_hardware_address"),
+        (Reason.BAD_OPTION, "bad_option"),
+        (Reason.BIS_UNSUPPORTED, "bis_unsupported"),
+        (Reason.SUBNET_NOT_ENABLED, "subnet_not_enabled"),
+        (Reason.NO_BOOT_FILE, "no_boot_file"),
+        (Reason.BOOT_FILE_NOT_URL, "boot_file_not_url"),
+        (Reason.NO_CLIENT_ADDRESS, "no_client_address"),
+        (Reason.TOO_SHORT, "too_short"),
+        (Reason.OPTION_OVERRUN, "option_overrun"),
+        (Reason.NO_MESSAGE_TYPE, "no_message_type"),
     ],
 )
-def test_reason_label(reason: str | None, label: str) -> None:
-    assert reason_label(reason) == label
-    assert label == "" or label in REASONS
+def test_reason_label(reason: Reason, label: str) -> None:
+    assert reason.label == label and label in REASONS
 
 
 def test_parse_listen() -> None:
@@ -164,31 +161,38 @@ def test_port_in_use_raises(metrics: Metrics) -> None:
 def test_decision_records_feed_metrics(metrics: Metrics) -> None:
     base = {"iface": "eth0", "source": "0.0.0.0:68", "mac": "52:54:00:12:34:56", "xid": 1}
     observe_decision(
-        DecisionRecord(Outcome.ANSWER, Stage.SEND, port=67, msg_type="DISCOVER", arch="bios", **base), metrics
-    )
-    observe_decision(
-        DecisionRecord(Outcome.ANSWER, Stage.SEND, port=4011, msg_type="REQUEST", arch="efi-x64", **base),
+        DecisionRecord(
+            outcome=Outcome.ANSWER, stage=Stage.SEND, port=67, msg_type="DISCOVER", arch="bios", **base
+        ),
         metrics,
     )
     observe_decision(
         DecisionRecord(
-            Outcome.IGNORE,
-            Stage.POLICY,
+            outcome=Outcome.ANSWER, stage=Stage.SEND, port=4011, msg_type="REQUEST", arch="efi-x64", **base
+        ),
+        metrics,
+    )
+    observe_decision(
+        DecisionRecord(
+            outcome=Outcome.IGNORE,
+            stage=Stage.POLICY,
             port=67,
             msg_type="DISCOVER",
-            reason="no boot file for efi-arm64",
+            reason=Reason.NO_BOOT_FILE,
+            detail="efi-arm64",
             **base,
         ),
         metrics,
     )
     observe_decision(
         DecisionRecord(
-            Outcome.MALFORMED,
-            Stage.DECODE,
+            outcome=Outcome.MALFORMED,
+            stage=Stage.DECODE,
             port=4011,
             iface="eth0",
             source="10.0.0.9:4011",
-            reason="packet too short (3 bytes, need at least 240)",
+            reason=Reason.TOO_SHORT,
+            detail="packet too short (3 bytes, need at least 240)",
         ),
         metrics,
     )
@@ -208,14 +212,18 @@ def test_decision_records_feed_metrics(metrics: Metrics) -> None:
 def test_module_start_is_process_wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics_module, "_current", None)
     assert metrics_module.current() is None
-    observe_decision(DecisionRecord(Outcome.IGNORE, Stage.DECODE, port=67, iface="lo", source="x"))  # no-op
+    observe_decision(
+        DecisionRecord(outcome=Outcome.IGNORE, stage=Stage.DECODE, port=67, iface="lo", source="x")
+    )  # no-op
     first = metrics_module.start("127.0.0.1:0")
     try:
         assert metrics_module.start("127.0.0.1:0") is first
         assert metrics_module.current() is first
-        ignored = {"msg_type": "DISCOVER", "reason": "not a PXE client"}
+        ignored = {"msg_type": "DISCOVER", "reason": Reason.NOT_PXE}
         observe_decision(
-            DecisionRecord(Outcome.IGNORE, Stage.CLASSIFY, port=67, iface="lo", source="x", **ignored)
+            DecisionRecord(
+                outcome=Outcome.IGNORE, stage=Stage.CLASSIFY, port=67, iface="lo", source="x", **ignored
+            )
         )
         s = scrape(first)
         labels = {"port": "67", "message_type": "DISCOVER", "outcome": "ignored", "reason": "not_pxe"}
@@ -228,13 +236,22 @@ def test_repeated_records_keep_counting(metrics: Metrics) -> None:
     """observe_decision caches label children: the second and later records must still count, each
     under its own labels."""
     base = {"iface": "eth0", "source": "0.0.0.0:68", "mac": "52:54:00:12:34:56", "xid": 1}
-    answer = DecisionRecord(Outcome.ANSWER, Stage.SEND, port=67, msg_type="DISCOVER", arch="bios", **base)
+    answer = DecisionRecord(
+        outcome=Outcome.ANSWER, stage=Stage.SEND, port=67, msg_type="DISCOVER", arch="bios", **base
+    )
     for _ in range(3):
         observe_decision(answer, metrics)
     for mac in ("52:54:00:00:00:01", "52:54:00:00:00:02"):  # reasons that differ only by a MAC
-        reason = f"host {mac} ignored"
         observe_decision(
-            DecisionRecord(Outcome.IGNORE, Stage.POLICY, port=67, msg_type="DISCOVER", reason=reason, **base),
+            DecisionRecord(
+                outcome=Outcome.IGNORE,
+                stage=Stage.POLICY,
+                port=67,
+                msg_type="DISCOVER",
+                reason=Reason.HOST_IGNORED,
+                detail=mac,
+                **base,
+            ),
             metrics,
         )
     s = scrape(metrics)

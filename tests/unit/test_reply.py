@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from proxydhcp.config import Settings
+from proxydhcp.dhcp.codes import MessageType, Opt
 from proxydhcp.dhcp.options import decode_pxe_suboptions
-from proxydhcp.dhcp.packet import DhcpPacket, MessageType, Opt
+from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.pxe.classify import ClientInfo, classify
 from proxydhcp.pxe.policy import BootDecision, Receiver, decide
 from proxydhcp.pxe.reply import build_reply

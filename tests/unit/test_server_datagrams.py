@@ -1,5 +1,6 @@
-"""server.py's datagram path on loopback: DhcpEndpoint drains a burst in batches and answers every
-datagram, in order, out of its own socket; process_datagram's records (subnet of a policy ignore)."""
+"""The service's datagram path on loopback (serve/endpoint.py, serve/service.py): DhcpEndpoint drains
+a burst in batches and answers every datagram, in order, out of its own socket; the pipeline's records
+(subnet of a policy ignore)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 
-from proxydhcp import server, sockets
 from proxydhcp.config import Settings
-from proxydhcp.events import Outcome, Stage
+from proxydhcp.events import DecisionRecord
+from proxydhcp.outcome import Outcome, Stage
+from proxydhcp.pxe import pipeline
 from proxydhcp.pxe.policy import Receiver
+from proxydhcp.serve import endpoint as dhcp_endpoint
+from proxydhcp.serve import service, sockets
 from tests.unit.conftest import pxe_request
 
 LO = sockets.Interface("lo", 1, True, True, IPv4Address("127.0.0.1"), IPv4Network("127.0.0.0/8"))
@@ -27,12 +31,16 @@ class Echo:
 
     def __init__(self) -> None:
         self.calls: list[bytes] = []
-        self.locals: list[server.Local] = []
+        self.locals: list[dhcp_endpoint.Local] = []
         self.stop_after: int | None = None
-        self.endpoint: server.DhcpEndpoint | None = None
+        self.endpoint: dhcp_endpoint.DhcpEndpoint | None = None
 
     def handle(
-        self, endpoint: server.DhcpEndpoint, data: bytes, source: tuple[str, int], local: server.Local
+        self,
+        endpoint: dhcp_endpoint.DhcpEndpoint,
+        data: bytes,
+        source: tuple[str, int],
+        local: dhcp_endpoint.Local,
     ) -> None:
         self.calls.append(data)
         self.locals.append(local)
@@ -66,10 +74,10 @@ def test_a_burst_is_answered_in_order(run: Callable[[Coroutine[Any, Any, None]],
     sock = sockets.open_udp(0, None, address="127.0.0.1")
     port = sock.getsockname()[1]
     client = _client()
-    count = server.RECV_BATCH * 3 + 7  # several wakeups' worth, sent before the loop reads any
+    count = dhcp_endpoint.RECV_BATCH * 3 + 7  # several wakeups' worth, sent before the loop reads any
 
     async def main() -> None:
-        endpoint = server.DhcpEndpoint(echo, LO, 67, sock)  # type: ignore[arg-type]
+        endpoint = dhcp_endpoint.DhcpEndpoint(echo, LO, 67, sock)  # type: ignore[arg-type]
         for n in range(count):
             client.sendto(b"%d" % n, ("127.0.0.1", port))
         endpoint.open(asyncio.get_running_loop())
@@ -100,7 +108,7 @@ def test_close_in_the_middle_of_a_batch_stops_reading_and_never_raises(
     client = _client()
 
     async def main() -> None:
-        endpoint = server.DhcpEndpoint(echo, LO, 67, sock)  # type: ignore[arg-type]
+        endpoint = dhcp_endpoint.DhcpEndpoint(echo, LO, 67, sock)  # type: ignore[arg-type]
         for n in range(20):
             client.sendto(b"%d" % n, ("127.0.0.1", port))
         endpoint.open(asyncio.get_running_loop())
@@ -120,7 +128,7 @@ def test_close_in_the_middle_of_a_batch_stops_reading_and_never_raises(
 def test_a_failed_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     sock = sockets.open_udp(0, None, address="127.0.0.1")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)  # so a broadcast fails with EACCES
-    endpoint = server.DhcpEndpoint(Echo(), LO, 67, sock)  # type: ignore[arg-type]
+    endpoint = dhcp_endpoint.DhcpEndpoint(Echo(), LO, 67, sock)  # type: ignore[arg-type]
     try:
         with caplog.at_level(logging.WARNING, logger="proxydhcp"):
             endpoint.send(b"x", ("255.255.255.255", 9))
@@ -138,7 +146,7 @@ def test_each_destination_address_answers_as_itself() -> None:
     client = _client()
 
     async def main() -> None:
-        endpoint = server.DhcpEndpoint(echo, LO, 4011, sock)  # type: ignore[arg-type]
+        endpoint = dhcp_endpoint.DhcpEndpoint(echo, LO, 4011, sock)  # type: ignore[arg-type]
         for dst in ("127.0.0.2", "127.0.0.1", "127.0.0.2"):
             client.sendto(dst.encode(), (dst, port))
         endpoint.open(asyncio.get_running_loop())
@@ -156,7 +164,7 @@ def test_each_destination_address_answers_as_itself() -> None:
             "127.0.0.2",
         ]
         assert echo.locals[0] is echo.locals[2]  # memoised per IP_PKTINFO value
-        assert echo.locals[1].receiver == server.Receiver(LO.address, LO.network)  # type: ignore[arg-type]
+        assert echo.locals[1].receiver == Receiver(LO.address, LO.network)  # type: ignore[arg-type]
         assert echo.locals[0].receiver.local_network == LO.network  # 127.0.0.2 is in lo's 127.0.0.0/8
         replies = sorted(client.recvfrom(100) for _ in range(3))
         assert replies == [
@@ -180,7 +188,7 @@ class Clock:
 def test_failed_sends_are_warned_about_once_per_errno_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     sock = sockets.open_udp(0, None, address="127.0.0.1")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)  # so a broadcast fails with EACCES
-    endpoint = server.DhcpEndpoint(Echo(), LO, 67, sock)  # type: ignore[arg-type]
+    endpoint = dhcp_endpoint.DhcpEndpoint(Echo(), LO, 67, sock)  # type: ignore[arg-type]
     clock = endpoint.warnings.clock = Clock()
 
     def warnings() -> list[str]:
@@ -208,7 +216,7 @@ def test_failed_sends_are_warned_about_once_per_errno_per_interval(caplog: pytes
 def test_warning_limiter_counts_per_key() -> None:
     logger = logging.getLogger("proxydhcp.test.limiter")
     clock = Clock()
-    limiter = server.WarningLimiter(logger, interval=10.0, clock=clock)
+    limiter = dhcp_endpoint.WarningLimiter(logger, interval=10.0, clock=clock)
     assert limiter.warn(("send", 1), "a") is True
     assert limiter.warn(("send", 1), "a") is False
     assert limiter.warn(("send", 2), "b") is True
@@ -230,27 +238,25 @@ CONFIG = Settings.model_validate(
 RECEIVER = Receiver(IPv4Address("10.77.0.2"), IPv4Network("10.77.0.0/24"))
 
 
-def _process(arch: int | None, **fields: Any) -> server.Verdict:
+def _process(arch: int | None, **fields: Any) -> tuple[pipeline.Answered | pipeline.Ignored, DecisionRecord]:
     data = pxe_request(arch=arch, **fields).encode()
-    return server.process_datagram(
-        data, ("0.0.0.0", 68), port=67, iface="eth0", receiver=RECEIVER, settings=CONFIG
-    )
+    result = pipeline.run(data, port=67, source=(IPv4Address(0), 68), receiver=RECEIVER, settings=CONFIG)
+    return result, pipeline.record(result, port=67, iface="eth0", source="0.0.0.0:68")
 
 
 def test_a_policy_ignore_names_the_most_specific_subnet() -> None:
-    ignored = _process(0)  # the default MAC is the ignored host
-    assert ignored.reply is None and ignored.record.outcome is Outcome.IGNORE
-    assert ignored.record.stage is Stage.POLICY and ignored.record.subnet == "10.77.0.0/24"
-    no_file = _process(7, chaddr=bytes.fromhex("525400000007"))  # efi-x64: no boot file
-    assert no_file.record.reason == "no boot file for efi-x64" and no_file.record.subnet == "10.77.0.0/24"
-    relayed = _process(0, chaddr=bytes.fromhex("525400000008"), giaddr="192.0.2.1")
-    assert relayed.record.reason.startswith("subnet") and relayed.record.subnet is None  # type: ignore[union-attr]
+    ignored, ignored_record = _process(0)  # the default MAC is the ignored host
+    assert isinstance(ignored, pipeline.Ignored) and ignored_record.outcome is Outcome.IGNORE
+    assert ignored_record.stage is Stage.POLICY and ignored_record.subnet == "10.77.0.0/24"
+    _, no_file = _process(7, chaddr=bytes.fromhex("525400000007"))  # efi-x64: no boot file
+    assert no_file.reason_text == "no boot file for efi-x64" and no_file.subnet == "10.77.0.0/24"
+    _, relayed = _process(0, chaddr=bytes.fromhex("525400000008"), giaddr="192.0.2.1")
+    assert relayed.reason_text.startswith("subnet") and relayed.subnet is None  # type: ignore[union-attr]
 
 
 def test_an_answer_record_carries_the_decision() -> None:
-    verdict = _process(0, chaddr=bytes.fromhex("525400000009"))
-    rec = verdict.record
-    assert verdict.reply is not None and rec.outcome is Outcome.ANSWER
+    result, rec = _process(0, chaddr=bytes.fromhex("525400000009"))
+    assert isinstance(result, pipeline.Answered) and rec.outcome is Outcome.ANSWER
     assert (rec.mac, rec.msg_type, rec.arch, rec.subnet) == (
         "52:54:00:00:00:09",
         "DISCOVER",
@@ -269,28 +275,28 @@ def test_the_reply_memo_answers_a_known_shape_and_forgets_it_when_settings_chang
     def settings(boot_file: str) -> Settings:
         return Settings.model_validate({"subnet": [{"cidr": "127.0.0.0/8"}], "boot": {"efi-x64": boot_file}})
 
-    service = server.ProxyDhcpService(settings("one.efi"))
-    service.serving = True
+    svc = service.ProxyDhcpService(settings("one.efi"))
+    svc.serving = True
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    endpoint = server.DhcpEndpoint(service, LO, 4011, sock)
+    endpoint = dhcp_endpoint.DhcpEndpoint(svc, LO, 4011, sock)
     client = _client()
     source = client.getsockname()
 
     def ask(xid: int) -> bytes:
         data = request4011(f"52:54:00:11:00:{xid:02x}", xid, ciaddr="127.0.0.1", arch=7).encode()
-        service.handle(endpoint, data, source, endpoint.default)
+        svc.handle(endpoint, data, source, endpoint.default)
         reply = client.recv(2048)
         assert reply[4:8] == xid.to_bytes(4, "big") and reply[28:34] == data[28:34]
         return reply[108:236].rstrip(b"\0")  # the header's file field
 
     try:
-        assert ask(1) == b"one.efi" and service.memo.hits == 0
-        assert ask(2) == b"one.efi" and service.memo.hits == 1  # same shape: from the memo
-        service.settings = settings("two.efi")
+        assert ask(1) == b"one.efi" and svc.memo.hits == 0
+        assert ask(2) == b"one.efi" and svc.memo.hits == 1  # same shape: from the memo
+        svc.settings = settings("two.efi")
         assert ask(3) == b"two.efi"
-        assert ask(4) == b"two.efi" and service.memo.hits == 1  # the new memo's first hit
-        assert service.memo_hits == 2  # what the metric reports: a counter never goes back
+        assert ask(4) == b"two.efi" and svc.memo.hits == 1  # the new memo's first hit
+        assert svc.memo_hits == 2  # what the metric reports: a counter never goes back
     finally:
         endpoint.close()
         client.close()

@@ -8,8 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from proxydhcp import sockets
-from proxydhcp.sockets import Interface, InterfaceError, bind_error_message, select_interfaces
+from proxydhcp.serve import sockets
+from proxydhcp.serve.sockets import Interface, InterfaceError, bind_error_message, select_interfaces
 
 
 def _if(name: str, address: str | None, loopback: bool = False) -> Interface:

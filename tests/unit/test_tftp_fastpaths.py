@@ -16,12 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.log import text_pairs
+from proxydhcp.log import JsonFormatter, TextFormatter
+from proxydhcp.outcome import TransferOutcome
 from proxydhcp.tftp import endpoint, files
 from proxydhcp.tftp.endpoint import OwnSockets, SocketPool, TransferStats
-from proxydhcp.tftp.listener import TransferFields
 from proxydhcp.tftp.options import NEGOTIATION_CACHE_SIZE, Negotiator, negotiate
 from proxydhcp.tftp.packet import OAck, Opcode, Request, decode
+from proxydhcp.tftp.server import TransferFields
 
 A = ("127.0.0.1", 40001)
 B = ("127.0.0.1", 40002)
@@ -318,18 +319,29 @@ def test_unknown_opcode_still_refused() -> None:
 @given(
     name=st.text(max_size=20),
     duration=st.floats(min_value=0, max_value=1e6, allow_nan=False),
-    outcome=st.sampled_from(["completed", "timed out", "error: read failed: Input/output error"]),
+    outcome=st.sampled_from(
+        [
+            (TransferOutcome.COMPLETED, ""),
+            (TransferOutcome.TIMEOUT, ""),
+            (TransferOutcome.FILE_ERROR, "read failed: Input/output error"),
+        ]
+    ),
     size=st.integers(min_value=0, max_value=2**40),
 )
-def test_transfer_fields_text_equals_text_pairs(name: str, duration: float, outcome: str, size: int) -> None:
-    stats = TransferStats(("10.0.0.7", 2070), name, size, 1468, 4, 2, duration, outcome)
+def test_transfer_fields_text_equals_text_pairs(
+    name: str, duration: float, outcome: tuple[TransferOutcome, str], size: int
+) -> None:
+    stats = TransferStats(("10.0.0.7", 2070), name, size, 1468, 4, 2, duration, *outcome)
     fields = TransferFields(stats, endpoint.printable(name))
-    assert fields.text_fields() == text_pairs(fields.fields())
+    # The deferred fields render as the plain dict would, in both formats.
+    for formatter in (TextFormatter, JsonFormatter):
+        deferred = formatter.fast_line(1.5, "INFO", "proxydhcp.tftp", "sent", fields)
+        assert deferred == formatter.fast_line(1.5, "INFO", "proxydhcp.tftp", "sent", fields.fields())
 
 
 _RAISE = """
 import logging, resource, sys
-from proxydhcp.tftp.listener import raise_open_files
+from proxydhcp.tftp.server import raise_open_files
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
 soft, hard = map(int, sys.argv[1:3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

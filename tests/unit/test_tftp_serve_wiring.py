@@ -1,4 +1,4 @@
-"""How `serve` (proxydhcp/server.py) hands `[tftp]` settings and transfer outcomes to the TFTP package."""
+"""How `serve` and `tftp` hand `[tftp]` settings and transfer outcomes to the TFTP package."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp.config import TftpSettings
 from proxydhcp.metrics import TFTP_FAILURES
-from proxydhcp.server import _tftp_outcome, tftp_config
-from proxydhcp.tftp.server import TftpConfig
+from proxydhcp.outcome import TransferOutcome
+from proxydhcp.tftp.config import TftpConfig, TftpSettings
 
 # Settings the caller handles itself rather than passing on.
 NOT_MAPPED = {"enabled", "root"}
@@ -28,7 +27,7 @@ def test_every_tftp_setting_reaches_tftp_config(tmp_path: Path) -> None:
         timeout=2.5,
         give_up=12.0,
     )
-    config = tftp_config(settings, tmp_path)
+    config = TftpConfig.from_settings(settings, tmp_path)
     defaults = TftpConfig(root=tmp_path)
     config_fields = {f.name for f in dataclasses.fields(TftpConfig)}
     for name in set(TftpSettings.model_fields) - NOT_MAPPED:
@@ -44,13 +43,18 @@ def test_every_tftp_setting_reaches_tftp_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("outcome", "label"),
     [
-        ("completed", "completed"),
-        ("probe", "probe"),
-        ("aborted by client", "client_error"),
-        ("timed out", "timeout"),
-        ("error: server shutting down", "aborted"),
+        (TransferOutcome.COMPLETED, "completed"),
+        (TransferOutcome.PROBE, "probe"),
+        (TransferOutcome.CLIENT_ERROR, "client_error"),
+        (TransferOutcome.TIMEOUT, "timeout"),
+        (TransferOutcome.ABORTED, "aborted"),
     ],
 )
-def test_outcome_labels(outcome: str, label: str) -> None:
-    assert _tftp_outcome(outcome) == label
+def test_outcome_labels(outcome: TransferOutcome, label: str) -> None:
+    assert outcome.label == label
     assert label in TFTP_FAILURES | {"completed", "probe"}
+
+
+def test_the_tftp_servers_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    """One source of defaults: a TftpConfig built without settings equals one built from defaults."""
+    assert TftpConfig(root=tmp_path) == TftpConfig.from_settings(TftpSettings(), tmp_path)

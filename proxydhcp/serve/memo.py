@@ -1,36 +1,43 @@
 """Answers to request shapes already seen: a boot storm is hundreds of identical machines, whose
 DISCOVERs and 4011 REQUESTs differ only in who they are (xid, MAC, UUID, client id, address, secs).
 
-The full pipeline (`pipeline.process_datagram`) answers the first request of a shape; `learn` keeps
-its reply as a template. A later request with the same bytes everywhere except those per-client
-fields gets the template with its own values patched in, and the same decision record with its own
-source, MAC, xid and destination. Pure: no I/O.
+The pipeline (`pxe.pipeline.run`) answers the first request of a shape; `learn` keeps its reply as a
+template. A later request with the same bytes everywhere except those per-client fields gets the
+template with its own values patched in, and the same decision record with its own source, MAC, xid
+and destination. Pure: no I/O. `[server] reply_memo = false` turns it off.
 
 Why that is the pipeline's answer, field by field:
 - masked and patched: xid, chaddr (6 bytes: hlen is in the key) and the GUID of option 97 are copied
-  into the reply; ciaddr is copied into a 4011 ACK and decides the destination; secs and the client
-  id (61) are read by nothing.
-- what the masked fields decide is in the key: whether ciaddr and the source are 0.0.0.0, the source
-  port, the subnet the client address falls in (4011), and whether the MAC has a `[[host]]` entry
-  (those are never memoised).
+  into the reply where the learned reply has the learned request's values; secs and the client id
+  (61) are read by nothing.
+- ciaddr and the source address are masked; what the pipeline reads of them is in the key: which of
+  them are 0.0.0.0, which are equal to each other or to giaddr, and the enabled subnet the client's
+  own address falls in (`Settings.subnet_for`, the policy's own lookup). Where the reply and its
+  destination take one of them is learned from the pipeline's answer, not re-derived here: a shape
+  whose answer takes a value the key cannot tell apart is not learned.
+- the MAC is masked, so MACs with a `[[host]]` entry (the only policy input that reads it) are
+  never memoised.
 - everything else (op, htype, hlen, hops, flags, giaddr, sname, file, every option byte, the type
-  byte of 97) is in the key as bytes, so the decode, the checks and the decision see the same input.
+  byte of 97, the source port) is in the key as bytes, so the decode, the checks and the decision see
+  the same input.
 - only answers are learned: an ignored packet's record names its own values, and it costs no reply.
-A request whose 97 or 61 sits where a byte search does not find it first is still right: the found
-position is in the key, so it only ever matches requests laid out the same way.
-`tests/unit/test_memo.py` checks hits against the full pipeline on every answered fixture frame.
+`tests/unit/test_memo.py` checks hits against the pipeline on every answered fixture frame, on byte
+mutations of them and on generated requests of every shape the policy tells apart.
 """
 
 from __future__ import annotations
 
+from enum import Enum
+from ipaddress import IPv4Address
 from socket import inet_aton, inet_ntoa
 from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
+from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.events import DecisionRecord
-from proxydhcp.pipeline import Verdict, ip_text
 from proxydhcp.pxe.classify import DHCP_PORT
-from proxydhcp.pxe.policy import Receiver, subnet_index
+from proxydhcp.pxe.pipeline import Answered
+from proxydhcp.pxe.policy import Receiver
 
 __all__ = ["COLD_SKIP", "MAX_ENTRIES", "WINDOW", "Answer", "ReplyMemo"]
 
@@ -46,7 +53,14 @@ _FIXED = 240  # BOOTP header + magic cookie: options start here
 _UUID = b"a\x11\x00"  # option 97, length 17, type 0: the 16-byte GUID follows
 _CLIENT_ID = b"=\x07\x01"  # option 61, length 7, htype 1: the MAC follows
 _NO_ADDRESS = b"\0\0\0\0"
-_OFFER_CLIENT_PORT = 68
+
+
+class _From(Enum):
+    """Where a learned destination address comes from in a later request of the shape."""
+
+    FIXED = 0  # the learned address (a relay, the broadcast address)
+    CIADDR = 1
+    SOURCE = 2
 
 
 class Answer(NamedTuple):
@@ -61,9 +75,10 @@ class _Entry(NamedTuple):
     receiver: Receiver  # held: the key has its id
     template: bytes  # the reply learned from
     uuid_at: int  # where the echoed GUID is in the template, -1: not echoed
-    ciaddr_copied: bool  # a 4011 ACK carries the request's ciaddr
-    dest: tuple[str, int] | None  # fixed destination (relay, broadcast); None: from the request
-    dest_text: str | None
+    ciaddr_copied: bool  # the reply carries the request's ciaddr
+    dest_from: _From
+    dest: tuple[str, int]  # the learned destination; its address replaced unless FIXED
+    dest_suffix: str  # what the destination's text adds to "address:port" (" (broadcast)")
     record: DecisionRecord  # the learned record; per-client fields replaced on a hit
 
 
@@ -80,24 +95,36 @@ class ReplyMemo:
         self._missed: tuple[object, ...] | None = None
         self._entries: dict[tuple[object, ...], _Entry] = {}
         self._host_macs = frozenset(bytes.fromhex(h.mac.replace(":", "")) for h in settings.host)
+        # Subnets by their position, for the key (the same lookup the policy makes).
+        self._subnet_ids = {id(entry): i for i, entry in enumerate(settings.subnet)}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _key(self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver
-             ) -> tuple[tuple[object, ...], int, int] | None:  # fmt: skip
+    def _key(
+        self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver
+    ) -> tuple[tuple[object, ...], int, int] | None:
         """(key, GUID position, client id position) of a request, or None: never memoised."""
         if len(data) < _FIXED or data[2] != 6 or data[28:34] in self._host_macs:
             return None
         uuid = data.find(_UUID, _FIXED)
         cid = data.find(_CLIENT_ID, _FIXED)
-        ciaddr_zero = data[12:16] == _NO_ADDRESS
-        source_zero = source[0] == "0.0.0.0"
+        ciaddr, giaddr, source_ip = data[12:16], data[24:28], inet_aton(source[0])
+        # Which of the masked addresses are zero or equal one another or giaddr (in the key as bytes):
+        # all a destination or reply rule can tell without reading their values.
+        pattern = (
+            ciaddr == _NO_ADDRESS,
+            source_ip == _NO_ADDRESS,
+            ciaddr == source_ip,
+            ciaddr == giaddr,
+            source_ip == giaddr,
+        )
         subnet = -1
-        if port != DHCP_PORT and data[24:28] == _NO_ADDRESS:
+        if port != DHCP_PORT and giaddr == _NO_ADDRESS:
             # 4011, not relayed: the client's own address (ciaddr, else the source) picks the subnet.
-            address = int.from_bytes(data[12:16] if not ciaddr_zero else inet_aton(source[0]), "big")
-            subnet = subnet_index(self.settings, address)
+            own = IPv4Address(ciaddr if ciaddr != _NO_ADDRESS else source_ip)
+            entry = self.settings.subnet_for(own)
+            subnet = -1 if entry is None else self._subnet_ids.get(id(entry), -1)
         # Masked: xid 4-8, secs 8-10, ciaddr 12-16, chaddr 28-44, the GUID, the client id's MAC.
         cuts = sorted(p for p in (uuid + 3, cid + 3) if p > 2)
         parts = [data[:4], data[10:12], data[16:28]]
@@ -108,12 +135,12 @@ class ReplyMemo:
             parts.append(data[start:at])
             start = at + (16 if at == uuid + 3 else 6)
         parts.append(data[start:])
-        key = (port, iface, id(receiver), ciaddr_zero, source_zero, subnet, uuid, cid,
-               b"".join(parts))  # fmt: skip
+        key = (port, iface, id(receiver), source[1], pattern, subnet, uuid, cid, b"".join(parts))
         return key, uuid, cid
 
-    def answer(self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver
-               ) -> Answer | None:  # fmt: skip
+    def answer(
+        self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver
+    ) -> Answer | None:
         """The pipeline's answer to `data` if its shape was learned, else None (run the pipeline)."""
         if self.skipping:
             self.skipping -= 1
@@ -141,31 +168,47 @@ class ReplyMemo:
         else:
             parts.append(t[34:])
         reply = b"".join(parts)
-        dest, dest_text = entry.dest, entry.dest_text
-        if dest is None:
-            if port == DHCP_PORT:  # a client with an address gets its offer there (offer_destination)
-                dest = (inet_ntoa(data[12:16]), _OFFER_CLIENT_PORT)
-            elif source[0] == "0.0.0.0":  # sent before its lease was set up: its ciaddr (pxe_destination)
-                dest = (inet_ntoa(data[12:16]), source[1])
-            else:
-                dest = source
-            dest_text = f"{dest[0]}:{dest[1]}"
+        dest = entry.dest
+        if entry.dest_from is _From.CIADDR:
+            dest = (inet_ntoa(data[12:16]), dest[1])
+        elif entry.dest_from is _From.SOURCE:
+            dest = (source[0], dest[1])
         r = entry.record
         record = DecisionRecord(
-            r.outcome, r.stage, r.port, r.iface, f"{source[0]}:{source[1]}", data[28:34].hex(":"),
-            int.from_bytes(data[4:8], "big"), r.msg_type, r.arch, r.subnet, None, r.boot_file, r.server,
-            dest_text, r.rule,
-        )  # fmt: skip
+            outcome=r.outcome,
+            stage=r.stage,
+            port=r.port,
+            iface=r.iface,
+            source=f"{source[0]}:{source[1]}",
+            mac=data[28:34].hex(":"),
+            xid=int.from_bytes(data[4:8], "big"),
+            msg_type=r.msg_type,
+            arch=r.arch,
+            subnet=r.subnet,
+            boot_file=r.boot_file,
+            server=r.server,
+            destination=f"{dest[0]}:{dest[1]}{entry.dest_suffix}",
+            rule=r.rule,
+        )
         self.hits += 1
         self._window_hits += 1
         return Answer(reply, dest, record)
 
-    def learn(self, data: bytes, source: tuple[str, int], port: int, iface: str, receiver: Receiver,
-              verdict: Verdict) -> None:  # fmt: skip
-        """Keep the pipeline's answer to `data` as the template of its shape."""
-        reply, destination, record = verdict
+    def learn(
+        self,
+        data: bytes,
+        source: tuple[str, int],
+        port: int,
+        iface: str,
+        receiver: Receiver,
+        answered: Answered,
+        reply: bytes,
+        record: DecisionRecord,
+    ) -> None:
+        """Keep the pipeline's answer to `data` (`answered`, encoded as `reply`, recorded as `record`)
+        as the template of its shape."""
         missed, self._missed = self._missed, None
-        if reply is None or destination is None or record.delay_ms is not None or self.skipping:
+        if record.delay_ms is not None or self.skipping:
             return
         if missed is not None and missed[:5] == (data, source, port, iface, receiver):
             found = cast("tuple[tuple[object, ...], int, int] | None", missed[5])
@@ -181,15 +224,22 @@ class ReplyMemo:
             if uuid_at < 0 or reply.find(echoed, uuid_at + 1) >= 0:
                 return  # not echoed once as the pipeline does: leave this shape to the pipeline
             uuid_at += 3
-        ciaddr_copied = port != DHCP_PORT
         if reply[4:8] != data[4:8] or reply[28:34] != data[28:34] or reply[34:44] != bytes(10):
             return
-        if ciaddr_copied and reply[12:16] != data[12:16]:
-            return
-        fixed = port == DHCP_PORT and (data[24:28] != _NO_ADDRESS or data[12:16] == _NO_ADDRESS)
-        dest = (ip_text(destination.address), destination.port) if fixed else None
+        ciaddr = data[12:16]
+        ciaddr_copied = reply[12:16] == ciaddr
+        if not ciaddr_copied and reply[12:16] != _NO_ADDRESS:
+            return  # a reply ciaddr of another origin: not a shape this memo knows how to patch
+        destination = answered.destination
+        address = destination.address.packed
+        if address == inet_aton(source[0]):
+            dest_from = _From.SOURCE
+        elif address == ciaddr:
+            dest_from = _From.CIADDR
+        else:
+            dest_from = _From.FIXED
+        dest = (dotted(destination.address), destination.port)
+        suffix = record.destination.removeprefix(f"{dest[0]}:{dest[1]}") if record.destination else ""
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = _Entry(
-            receiver, reply, uuid_at, ciaddr_copied, dest, record.destination if fixed else None, record
-        )
+        self._entries[key] = _Entry(receiver, reply, uuid_at, ciaddr_copied, dest_from, dest, suffix, record)

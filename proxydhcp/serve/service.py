@@ -1,10 +1,10 @@
 """`proxydhcp serve`: the service on ports 67 and 4011 per interface, TFTP, metrics, signals, lifecycle.
 
-Each datagram runs the pure pipeline (`pipeline.process_datagram`: decode → classify → decide →
-build_reply → delivery) synchronously in its endpoint's read callback (`endpoint.DhcpEndpoint`), then
-goes out with sendto: no task per packet and no per-client state, and a wakeup drains a batch of
+Each datagram runs the pure pipeline (`pxe.pipeline.run`: decode → classify → decide → build_reply →
+delivery) synchronously in its endpoint's read callback (`serve.endpoint.DhcpEndpoint`), then goes
+out with sendto: no task per packet and no per-client state, and a wakeup drains a batch of
 datagrams, so a boot storm costs one short function call per DISCOVER. A request shaped like one
-already answered (the identical machines of a boot storm) gets that answer from `memo.ReplyMemo`,
+already answered (the identical machines of a boot storm) gets that answer from `serve.memo.ReplyMemo`,
 with its own identity patched in, at half the cost. Nothing in that path raises into the loop:
 every exit is one `events.DecisionRecord`.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import socket
@@ -25,40 +24,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxydhcp import eventloop, events, sockets
-from proxydhcp.config import Settings, TftpSettings, load_settings
-from proxydhcp.endpoint import RECV_BATCH, Ancillary, DhcpEndpoint, Local, WarningLimiter
-from proxydhcp.errors import ConfigError
-from proxydhcp.events import DecisionRecord, Outcome, Stage
-from proxydhcp.log import flush_logs, setup_logging
-from proxydhcp.memo import ReplyMemo
-from proxydhcp.pipeline import Verdict, ip_text, process_datagram
-from proxydhcp.privileges import PrivilegeError, drop_privileges
+from proxydhcp import eventloop, events
+from proxydhcp.config import Settings, load_settings
+from proxydhcp.dhcp.delivery import dotted
+from proxydhcp.errors import ConfigError, ProxyDhcpError
+from proxydhcp.events import DecisionRecord
+from proxydhcp.log import emit_fast, flush_logs, setup_logging
+from proxydhcp.outcome import Outcome, Reason, Stage
+from proxydhcp.pxe import pipeline
 from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT
-from proxydhcp.pxe.policy import Receiver
-from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
+from proxydhcp.pxe.pipeline import Answered
+from proxydhcp.serve import sockets
+from proxydhcp.serve.endpoint import Ancillary, DhcpEndpoint, Local
+from proxydhcp.serve.memo import ReplyMemo
+from proxydhcp.serve.privileges import PrivilegeError, drop_privileges
+from proxydhcp.tftp.config import TftpConfig
+from proxydhcp.tftp.endpoint import TransferStats
+from proxydhcp.tftp.server import TftpServer
 
 if TYPE_CHECKING:
     from proxydhcp.metrics import Metrics  # imported lazily: prometheus_client only when enabled
-
-# The datagram path and the endpoint live in pipeline.py and endpoint.py; their names stay importable
-# from here (tests, bench).
-__all__ = [
-    "RECV_BATCH",
-    "STOP_GRACE",
-    "DhcpEndpoint",
-    "Local",
-    "ProxyDhcpService",
-    "Receiver",
-    "StartupError",
-    "Verdict",
-    "WarningLimiter",
-    "process_datagram",
-    "run_service",
-    "serve",
-    "tftp_config",
-    "tftp_metrics_hooks",
-]
 
 log = logging.getLogger("proxydhcp.server")
 
@@ -74,7 +59,7 @@ _RESTART_KEYS = (
 )
 
 
-class StartupError(Exception):
+class StartupError(ProxyDhcpError):
     """The service cannot start; the message is one line for the admin. Exit code 2."""
 
 
@@ -94,7 +79,7 @@ class ProxyDhcpService:
         self.listeners: list[DhcpEndpoint] = []
         self.tftp: TftpServer | None = None
         self.serving = False
-        self.memo = ReplyMemo(settings)
+        self.memo = ReplyMemo(settings) if settings.server.reply_memo else None
         self._memo_hits_before = 0  # hits of the memos earlier reloads replaced
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_start: list[Callable[[tuple[str, int], str], None]] = []
@@ -103,7 +88,7 @@ class ProxyDhcpService:
     @property
     def memo_hits(self) -> int:
         """Requests answered from the reply memo since the start, across reloads."""
-        return self._memo_hits_before + self.memo.hits
+        return self._memo_hits_before + (self.memo.hits if self.memo is not None else 0)
 
     # -- packets ---------------------------------------------------------------------------------
 
@@ -120,40 +105,48 @@ class ProxyDhcpService:
         port, iface, receiver = endpoint.port, endpoint.iface.name, local.receiver
         try:
             memo = self.memo
-            if memo.settings is not settings:  # reloaded: what was learned may no longer hold
+            if memo is not None and memo.settings is not settings:  # reloaded: what was learned may not hold
                 self._memo_hits_before += memo.hits
-                memo = self.memo = ReplyMemo(settings)
+                memo = self.memo = ReplyMemo(settings) if settings.server.reply_memo else None
             # A request shaped like one already answered (a boot storm of identical machines) gets
             # that answer with its own xid, MAC, UUID and address patched in; else the pipeline.
-            hit = memo.answer(data, source, port, iface, receiver)
-            reply: bytes | None
-            dest: tuple[str, int] | None
+            hit = None if memo is None else memo.answer(data, source, port, iface, receiver)
+            reply: bytes | None = None
+            dest: tuple[str, int] | None = None
             if hit is not None:
                 reply, dest, rec = hit
             else:
-                verdict = process_datagram(
-                    data, source, port=port, iface=iface, receiver=receiver, settings=settings
+                result = pipeline.run(
+                    data,
+                    port=port,
+                    source=(endpoint.address(source[0]), source[1]),
+                    receiver=receiver,
+                    settings=settings,
                 )
-                memo.learn(data, source, port, iface, receiver, verdict)
-                reply, destination, rec = verdict
-                dest = None if destination is None else (ip_text(destination.address), destination.port)
+                rec = pipeline.record(result, port=port, iface=iface, source=f"{source[0]}:{source[1]}")
+                if isinstance(result, Answered):
+                    reply = result.reply.encode()
+                    dest = (dotted(result.destination.address), result.destination.port)
+                    if memo is not None:
+                        memo.learn(data, source, port, iface, receiver, result, reply, rec)
             if reply is not None and dest is not None:
                 delay = settings.server.reply_delay_ms
                 if delay and port == DHCP_PORT and self._loop is not None:
                     self._loop.call_later(
                         delay / 1000, self._send_later, endpoint, reply, dest, local.ancillary
                     )
-                    rec = dataclasses.replace(rec, delay_ms=delay)
+                    rec = rec._replace(delay_ms=delay)
                 else:
                     endpoint.send(reply, dest, local.ancillary)
         except Exception as exc:
             rec = DecisionRecord(
-                Outcome.ERROR,
-                Stage.POLICY,
+                outcome=Outcome.ERROR,
+                stage=Stage.POLICY,
                 port=port,
                 iface=iface,
                 source=f"{source[0]}:{source[1]}",
-                reason=f"internal error: {type(exc).__name__}: {exc}",
+                reason=Reason.INTERNAL_ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
             )
             events.record(rec, exc_info=exc)
             return
@@ -226,7 +219,10 @@ class ProxyDhcpService:
         if not cfg.root.is_dir():
             raise StartupError(f"tftp.root: not a directory: {cfg.root}")
         server = TftpServer(
-            tftp_config(cfg, cfg.root), on_transfer=self._transfer_done, on_start=self._transfer_started
+            TftpConfig.from_settings(cfg, cfg.root),
+            on_transfer=self._transfer_done,
+            on_start=self._transfer_started,
+            emit=emit_fast,
         )
         try:
             await server.start()
@@ -297,41 +293,6 @@ class ProxyDhcpService:
         return True
 
 
-def tftp_config(cfg: TftpSettings, root: Path) -> TftpConfig:
-    """`[tftp]` settings → the TFTP package's own config (it imports nothing from config.py).
-    Every TftpSettings field but `enabled` and `root` (checked by the caller) maps to one here;
-    `cache_bytes` keeps TftpConfig's default."""
-    return TftpConfig(
-        root=root,
-        address=str(cfg.address),
-        port=cfg.port,
-        max_blksize=cfg.max_blksize,
-        max_windowsize=cfg.max_windowsize,
-        max_transfers=cfg.max_transfers,
-        max_transfers_per_client=cfg.max_transfers_per_client,
-        timeout=cfg.timeout,
-        give_up=cfg.give_up,
-    )
-
-
-def _tftp_outcome(outcome: str) -> str:
-    """TFTP's free-text outcome → the metrics vocabulary: "completed", "probe" (Metrics counts it
-    apart, R-62) or one of metrics.TFTP_FAILURES."""
-    if outcome in ("completed", "probe"):
-        return outcome
-    for word, label in (
-        ("timeout", "timeout"),
-        ("timed out", "timeout"),
-        ("client", "client_error"),
-        ("file", "file_error"),
-        ("refused", "refused"),
-        ("shutting down", "aborted"),
-    ):
-        if word in outcome:
-            return label
-    return outcome
-
-
 def tftp_metrics_hooks(
     registry: Metrics,
 ) -> tuple[Callable[[tuple[str, int], str], None], Callable[[TransferStats], None]]:
@@ -341,7 +302,7 @@ def tftp_metrics_hooks(
         registry.tftp_started()
 
     def finished(st: TransferStats) -> None:
-        registry.tftp_finished(st.bytes, st.retransmits, st.duration, _tftp_outcome(st.outcome))
+        registry.tftp_finished(st.bytes, st.retransmits, st.duration, st.outcome)
 
     return started, finished
 

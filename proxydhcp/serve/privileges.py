@@ -13,10 +13,12 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from proxydhcp.errors import ProxyDhcpError
+
 PR_SET_NO_NEW_PRIVS = 38
 
 
-class PrivilegeError(Exception):
+class PrivilegeError(ProxyDhcpError):
     """The requested user cannot be switched to (the message says why)."""
 
 

@@ -13,10 +13,11 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Hashable
+from ipaddress import IPv4Address
 from typing import NamedTuple, Protocol
 
-from proxydhcp import sockets
 from proxydhcp.pxe.policy import Receiver
+from proxydhcp.serve import sockets
 
 __all__ = [
     "ANC_SIZE",
@@ -102,6 +103,16 @@ class DhcpEndpoint:
         self.receiver = _receiver(iface)
         self.default = Local(self.receiver, [])  # broadcasts: the primary address, the kernel's source
         self._locals: dict[bytes, Local] = {}  # IP_PKTINFO bytes → Local: the same few repeat
+        self._addresses: dict[str, IPv4Address] = {}  # source text → address: relays and 0.0.0.0 repeat
+
+    def address(self, text: str) -> IPv4Address:
+        """A datagram's source address (as recvmsg gives it) as the pipeline takes it; bounded."""
+        address = self._addresses.get(text)
+        if address is None:
+            if len(self._addresses) >= _LOCALS_MAX:
+                self._addresses.clear()
+            address = self._addresses[text] = IPv4Address(text)
+        return address
 
     def local_for(self, info: bytes) -> Local:
         """The Local of a datagram whose IP_PKTINFO data is `info` (memoised: one dict lookup a packet)."""
@@ -197,10 +208,7 @@ class DhcpEndpoint:
             self._queue(data, dest, ancillary)
             return
         try:
-            if ancillary:
-                sock.sendmsg((data,), ancillary, 0, dest)
-            else:
-                sock.sendto(data, dest)
+            _send(sock, data, dest, ancillary)
         except (BlockingIOError, InterruptedError):
             self._queue(data, dest, ancillary)
         except OSError as exc:
@@ -230,10 +238,7 @@ class DhcpEndpoint:
         while sock is not None and backlog:
             data, dest, ancillary = backlog[0]
             try:
-                if ancillary:
-                    sock.sendmsg((data,), ancillary, 0, dest)
-                else:
-                    sock.sendto(data, dest)
+                _send(sock, data, dest, ancillary)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -274,6 +279,14 @@ class WarningLimiter:
             args = (*args, seen[1], now - seen[0])
         self.logger.warning(msg, *args)
         return True
+
+
+def _send(sock: socket.socket, data: bytes, dest: tuple[str, int], ancillary: Ancillary | None) -> None:
+    """One datagram out; `ancillary` (IP_PKTINFO) names the source address, else the kernel picks it."""
+    if ancillary:
+        sock.sendmsg((data,), ancillary, 0, dest)
+    else:
+        sock.sendto(data, dest)
 
 
 def _receiver(iface: sockets.Interface) -> Receiver:

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from proxydhcp.errors import ProxyDhcpError
+
 # <linux/sockios.h>, <linux/if.h>
 SIOCGIFFLAGS = 0x8913
 SIOCGIFADDR = 0x8915
@@ -77,7 +79,7 @@ def interfaces() -> list[Interface]:
     return out
 
 
-class InterfaceError(Exception):
+class InterfaceError(ProxyDhcpError):
     """The configured interfaces cannot be served (the message says which and why)."""
 
 

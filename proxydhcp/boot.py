@@ -1,0 +1,42 @@
+"""The boot file choice, for every protocol family (DESIGN.md §2 "Boot file choice"): a host entry >
+a client already running iPXE → the iPXE file > the subnet's architecture table > the global
+architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) calls it, and so will a
+DHCPv6 one, so the rule exists once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings
+from proxydhcp.outcome import Ignore, Reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BootChoice:
+    boot_file: str
+    rule: str  # which rule chose the file, for logs and `explain`
+    next_server: IPv4Address | None  # the host's or the subnet's TFTP server, when one is set
+
+
+def choose_boot_file(
+    settings: Settings, subnet: SubnetSettings, *, mac: str, arch_key: str, is_ipxe: bool
+) -> BootChoice | Ignore:
+    """The file for a client of `subnet` (an enabled one) with MAC `mac` and architecture `arch_key`."""
+    host = settings.host_for(mac)
+    if host is not None and host.ignore:
+        return Ignore(Reason.HOST_IGNORED, mac, subnet.cidr)
+    next_server = (host.next_server if host is not None else None) or subnet.next_server
+    if host is not None and host.boot_file:
+        return BootChoice(boot_file=host.boot_file, rule=f"host {mac}", next_server=next_server)
+    # A client already running iPXE gets the iPXE script, which breaks the chainload loop (R-40);
+    # without an `ipxe` key it falls through to the architecture table.
+    for key in (IPXE_KEY, arch_key) if is_ipxe else (arch_key,):
+        if key in subnet.boot:
+            return BootChoice(
+                boot_file=subnet.boot[key], rule=f"subnet {subnet.cidr} {key}", next_server=next_server
+            )
+        if key in settings.boot:
+            return BootChoice(boot_file=settings.boot[key], rule=f"global {key}", next_server=next_server)
+    return Ignore(Reason.NO_BOOT_FILE, arch_key, subnet.cidr)
