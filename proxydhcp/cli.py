@@ -8,7 +8,7 @@ configuration error with a one-line reason.
 from __future__ import annotations
 
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,6 +249,35 @@ def tftp(
             workers=workers,
         )
     )
+
+
+@app.command("http")
+def http_cmd(
+    root: Annotated[Path, typer.Option("--root", help="Directory to serve (read-only).")],
+    address: Annotated[str, typer.Option("--address", help="Address to listen on (IPv4 or IPv6).")] = (
+        "0.0.0.0"
+    ),
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 80,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Open connections at most; more are reset.")
+    ] = 1024,
+    log_format: LogFormatOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the HTTP file server alone (UEFI HTTP boot, iPXE over HTTP)."""
+    try:
+        ip_address(address)
+    except ValueError:
+        raise fail(f"--address: not an IP address: {address!r}") from None
+    if not root.is_dir():
+        raise fail(f"--root: not a directory: {root}")
+    if not 0 <= port <= 65535 or max_connections < 1:
+        raise fail("--port must be 0-65535 and --max-connections at least 1")
+    setup_logging(log_format or "text", "debug" if verbose else "info")
+    from proxydhcp.http.server import HttpConfig, run_standalone
+
+    config = HttpConfig(root=root, address=address, port=port, max_connections=max_connections)
+    raise typer.Exit(run_standalone(config))
 
 
 @app.command("check-config")
