@@ -72,6 +72,13 @@ ServerIpOpt = Annotated[
 TftpRootOpt = Annotated[
     Path | None, typer.Option("--tftp-root", help="Serve this directory over TFTP. [tftp.root]")
 ]
+HttpPortOpt = Annotated[
+    int | None, typer.Option("--http-port", help="Serve files over HTTP on this port. [http.port]")
+]
+HttpRootOpt = Annotated[
+    Path | None,
+    typer.Option("--http-root", help="Directory served over HTTP (default: the TFTP root). [http.root]"),
+]
 NoTftpOpt = Annotated[bool, typer.Option("--no-tftp", help="Do not start the TFTP server. [tftp.enabled]")]
 TftpPortOpt = Annotated[int | None, typer.Option("--tftp-port", help="TFTP port. [tftp.port]")]
 ColocatedOpt = Annotated[
@@ -112,10 +119,13 @@ def build_overrides(
     metrics: str | None = None,
     user: str | None = None,
     uefi_mode: list[str] | None = None,
+    http_port: int | None = None,
+    http_root: Path | None = None,
 ) -> dict[str, Any]:
     """Flags → the config file's shape. Unset flags are left out so the file's values stand."""
     server: dict[str, Any] = {}
     tftp: dict[str, Any] = {}
+    http: dict[str, Any] = {}
     boot: dict[str, str] = {}
     log: dict[str, Any] = {}
     if interface:
@@ -139,6 +149,10 @@ def build_overrides(
         tftp["enabled"] = False
     if tftp_port is not None:
         tftp["port"] = tftp_port
+    if http_port is not None:
+        http["port"] = http_port
+    if http_root is not None:
+        http["root"] = str(http_root)
     for item in boot_file or []:
         arch, sep, name = item.partition("=")
         if not sep or not arch or not name:
@@ -151,7 +165,7 @@ def build_overrides(
     if verbose:
         log["level"] = "debug"
     out: dict[str, Any] = {}
-    for key, value in (("server", server), ("tftp", tftp), ("boot", boot), ("log", log)):
+    for key, value in (("server", server), ("tftp", tftp), ("http", http), ("boot", boot), ("log", log)):
         if value:
             out[key] = value
     if subnet:
@@ -179,6 +193,8 @@ def serve(
     tftp_root: TftpRootOpt = None,
     no_tftp: NoTftpOpt = False,
     tftp_port: TftpPortOpt = None,
+    http_port: HttpPortOpt = None,
+    http_root: HttpRootOpt = None,
     colocated: ColocatedOpt = False,
     reply_delay_ms: DelayOpt = None,
     log_format: LogFormatOpt = None,
@@ -198,6 +214,8 @@ def serve(
             tftp_root=tftp_root,
             no_tftp=no_tftp,
             tftp_port=tftp_port,
+            http_port=http_port,
+            http_root=http_root,
             colocated=colocated,
             reply_delay_ms=reply_delay_ms,
             log_format=log_format,
@@ -261,6 +279,12 @@ def http_cmd(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Open connections at most; more are reset.")
     ] = 1024,
+    head_timeout: Annotated[
+        float, typer.Option("--head-timeout", help="Seconds a connection gets to send a request head.")
+    ] = 10.0,
+    send_timeout: Annotated[
+        float, typer.Option("--send-timeout", help="Seconds a response may stall before a reset.")
+    ] = 30.0,
     log_format: LogFormatOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -271,12 +295,19 @@ def http_cmd(
         raise fail(f"--address: not an IP address: {address!r}") from None
     if not root.is_dir():
         raise fail(f"--root: not a directory: {root}")
-    if not 0 <= port <= 65535 or max_connections < 1:
-        raise fail("--port must be 0-65535 and --max-connections at least 1")
+    if not 0 <= port <= 65535 or max_connections < 1 or head_timeout <= 0 or send_timeout <= 0:
+        raise fail("--port must be 0-65535, --max-connections at least 1, timeouts above 0")
     setup_logging(log_format or "text", "debug" if verbose else "info")
     from proxydhcp.http.server import HttpConfig, run_standalone
 
-    config = HttpConfig(root=root, address=address, port=port, max_connections=max_connections)
+    config = HttpConfig(
+        root=root,
+        address=address,
+        port=port,
+        max_connections=max_connections,
+        head_timeout=head_timeout,
+        send_timeout=send_timeout,
+    )
     raise typer.Exit(run_standalone(config))
 
 
@@ -291,6 +322,8 @@ def check_config(
     tftp_root: TftpRootOpt = None,
     no_tftp: NoTftpOpt = False,
     tftp_port: TftpPortOpt = None,
+    http_port: HttpPortOpt = None,
+    http_root: HttpRootOpt = None,
     colocated: ColocatedOpt = False,
     reply_delay_ms: DelayOpt = None,
     log_format: LogFormatOpt = None,
@@ -309,6 +342,8 @@ def check_config(
         tftp_root=tftp_root,
         no_tftp=no_tftp,
         tftp_port=tftp_port,
+        http_port=http_port,
+        http_root=http_root,
         colocated=colocated,
         reply_delay_ms=reply_delay_ms,
         log_format=log_format,
@@ -371,6 +406,7 @@ def explain_cmd(
     ipxe_boot_file: IpxeOpt = None,
     server_ip: ServerIpOpt = None,
     colocated: ColocatedOpt = False,
+    http_port: HttpPortOpt = None,
 ) -> None:
     """Say what the service would answer a client, and why: subnet, rule, boot file, exact reply.
 
@@ -387,6 +423,7 @@ def explain_cmd(
         ipxe_boot_file=ipxe_boot_file,
         server_ip=server_ip,
         colocated=colocated,
+        http_port=http_port,
     )
     try:
         mac = normalize_mac(mac)

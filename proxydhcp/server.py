@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxydhcp import events, sockets
+from proxydhcp import events, httpboot, sockets
 from proxydhcp.config import Settings, TftpSettings, load_settings
 from proxydhcp.endpoint import RECV_BATCH, Ancillary, DhcpEndpoint, Local, WarningLimiter
 from proxydhcp.errors import ConfigError
@@ -71,6 +71,7 @@ _RESTART_KEYS = (
     "server.pxe_port",
     "server.user",
     "tftp",
+    "http",
 )
 
 
@@ -99,6 +100,8 @@ class ProxyDhcpService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_start: list[Callable[[tuple[str, int], str], None]] = []
         self.on_transfer: list[Callable[[TransferStats], None]] = []
+        self.http: Any = None  # http.server.HttpServer when [http] serves (httpboot.start_http)
+        self.on_request: list[Callable[[Any], None]] = []  # HTTP RequestStats
 
     @property
     def memo_hits(self) -> int:
@@ -205,6 +208,10 @@ class ProxyDhcpService:
             raise
         try:
             await self._start_tftp(settings)
+            self.http = await httpboot.start_http(settings, self._http_request)
+        except httpboot.HttpStartError as exc:
+            self._close_listeners()
+            raise StartupError(str(exc)) from None
         except BaseException:
             self._close_listeners()
             raise
@@ -242,6 +249,10 @@ class ProxyDhcpService:
         for callback in self.on_transfer:
             callback(stats)
 
+    def _http_request(self, stats: Any) -> None:
+        for callback in self.on_request:
+            callback(stats)
+
     def _close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
@@ -257,6 +268,9 @@ class ProxyDhcpService:
                 log.info("waiting up to %.0f s for %d TFTP transfer(s) in flight", grace, active)
             await self.tftp.close(grace=grace)
             self.tftp = None
+        if self.http is not None:
+            await self.http.close(grace=min(grace, 2.0))
+            self.http = None
         if was_serving:
             log.info("stopped")
 
@@ -365,6 +379,8 @@ def _start_metrics(settings: Settings, service: ProxyDhcpService) -> None:
     on_start, on_transfer = tftp_metrics_hooks(registry)
     service.on_start.append(on_start)
     service.on_transfer.append(on_transfer)
+    http_metrics = httpboot.HttpMetrics(registry.registry, lambda: service.http.active if service.http else 0)
+    service.on_request.append(http_metrics.observe)
     log.info("metrics on http://%s/metrics", settings.metrics.listen)
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from proxydhcp.config import IPXE_KEY, HostSettings, Settings, SubnetSettings
 from proxydhcp.dhcp.arch import arch_name, is_uefi
 from proxydhcp.dhcp.packet import ZERO
+from proxydhcp.httpboot import URL_MAX, boot_url
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo, Ignore
 
 OfferStyle = Literal["bios", "binl", "http"]
@@ -151,10 +152,16 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         return Ignore(f"no boot file for {arch_key}")
     boot_file, rule = chosen
     style = offer_style(client, settings.server.uefi_mode, arch_key)
-    if style == "http" and "://" not in boot_file:
-        # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI.
-        return Ignore(f"boot file for {arch_key} is not a URL")
     server_ip = settings.server.server_ip or receiver.local_ip
+    if style == "http" and "://" not in boot_file:
+        # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI: a
+        # name becomes a URL on the built-in HTTP server (httpboot.boot_url), else no answer.
+        url = boot_url(settings, server_ip, boot_file)
+        if url is None:
+            return Ignore(f"boot file for {arch_key} is not a URL and the HTTP server is off (--http-port)")
+        if len(url.encode()) > URL_MAX:
+            return Ignore(f"boot file for {arch_key} is not a URL: {URL_MAX} bytes too few for its URL")
+        boot_file = url
     next_server = (host.next_server if host is not None else None) or subnet.next_server or server_ip
     # BootDecision(...) by its __dict__, as classify builds ClientInfo: the frozen __init__ costs more.
     decision: BootDecision = object.__new__(BootDecision)
