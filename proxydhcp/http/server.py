@@ -272,6 +272,26 @@ class ConnectionGuard:
             transport.abort()
 
 
+class _ProtocolLog(logging.Logger):
+    """The logger handed to aiohttp's connection handler: a request aiohttp's parser rejects (it
+    answers 400 itself and closes) gets one debug line naming the client and the parser's reason,
+    not an error with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("proxydhcp.http.protocol")
+        self.parent = log
+
+    def _line(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        reason = (
+            str(exc).strip().splitlines()[0] if isinstance(exc, BaseException) and str(exc).strip() else ""
+        )
+        if self.isEnabledFor(logging.DEBUG):
+            self._log(logging.DEBUG, f"{msg}: {reason}" if reason else str(msg), args)
+
+    exception = error = warning = _line
+
+
 class HttpServer:
     """Serve `config.root` read-only over HTTP until `close()`. `on_request` gets every RequestStats."""
 
@@ -299,6 +319,7 @@ class HttpServer:
         self._web = web.Server(
             self._handle,
             access_log=None,
+            logger=_ProtocolLog(),
             keepalive_timeout=cfg.head_timeout,
             max_line_size=cfg.max_line_size,
             max_field_size=cfg.max_field_size,
