@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -45,6 +45,7 @@ log = logging.getLogger("proxydhcp.http")
 
 STOP_GRACE = 2.0
 _FALLBACK_CHUNK = 256 * 1024
+_SENDING = "proxydhcp.http.sending"  # request key: the status of a response whose body is going out
 # struct tcp_info (linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120 (Linux >= 4.1).
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = struct.Struct("=Q")
@@ -161,10 +162,10 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is no asyncio.Transport subclass, but has the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         if not self.guard.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.admitted = True
         self.sock = transport.get_extra_info("socket")
@@ -376,6 +377,7 @@ class HttpServer:
                     status=status, text=f"{status.value} {HTTPStatus(status).phrase}\n", headers=headers
                 )
             except (ConnectionError, asyncio.CancelledError) as exc:
+                status = request.get(_SENDING, status)
                 outcome = Outcome.TIMEOUT if isinstance(exc, asyncio.CancelledError) else Outcome.ABORTED
                 reason = "client stopped reading" if outcome is Outcome.TIMEOUT else "connection lost"
                 raise
@@ -451,6 +453,7 @@ class HttpServer:
         response.content_length = length
         response.content_type = "application/octet-stream"
         await response.prepare(request)
+        request[_SENDING] = status  # the status line is out: an abort from here on is logged with it
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
