@@ -60,7 +60,12 @@ GIVE_UP = {
     "bios": re.compile(r"No bootable device"),
     "pxelinux": re.compile(r"No bootable device"),
     "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
+    "uefi-http": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI HTTPv4'),
 }
+HTTP_PORT = 8080  # the built-in HTTP server of an http=True topology
+# OVMF's HTTP boot over IPv4 first: its PXE paths and HTTP over IPv6 switched off through fw_cfg
+# (each unwanted path costs up to 60 s of timeouts otherwise).
+OVMF_HTTP_FW_CFG = ("IPv4PXESupport", "IPv6PXESupport", "IPv6Support")
 
 # Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
 MARKER_GRACE = 2.0
@@ -69,6 +74,13 @@ MARKER_GRACE = 2.0
 BOOT_IPXE = """#!ipxe
 echo e2e: stage-2 script running: filename=${filename} next-server=${next-server} ip=${net0/ip}
 imgfetch ok-${net0/mac:hexhyp} && echo e2e: marker fetched || echo e2e: marker fetch failed
+sleep 3600 ||
+"""
+# The same, with the marker fetched from proxydhcp's HTTP server (an http=True topology).
+_HTTP_MARKER = f"http://{PXE_IP}:{HTTP_PORT}/ok-${{net0/mac:hexhyp}}"
+BOOT_IPXE_HTTP = f"""#!ipxe
+echo e2e: stage-2 script running: filename=${{filename}} next-server=${{next-server}} ip=${{net0/ip}}
+imgfetch {_HTTP_MARKER} && echo e2e: marker fetched || echo e2e: marker fetch failed
 sleep 3600 ||
 """
 PXELINUX_DEFAULT = (
@@ -95,8 +107,9 @@ def hyphen_mac(mac: str) -> str:
 
 @dataclass(frozen=True)
 class Vm:
-    """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), or
-    pxelinux (bios, but the proxy hands it pxelinux.0 through a [[host]] entry)."""
+    """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), uefi-http
+    (OVMF + EDK2 HTTP boot over IPv4, its PXE switched off), or pxelinux (bios, but the proxy hands
+    it pxelinux.0 through a [[host]] entry)."""
 
     name: str
     firmware: str
@@ -192,12 +205,16 @@ class Topology:
         proxy: str | None = None,
         hosts: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        http: bool = False,
     ) -> None:
         self.workdir = workdir
         self.relay = relay
         self.colocated = colocated
         self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
         self.hosts = {m.lower(): f for m, f in (hosts or {}).items()}
+        # http: proxydhcp's HTTP server on HTTP_PORT, HTTP boot clients offered ipxe.efi there, and the
+        # stage-2 script's marker fetched over HTTP (success: that request in the HTTP log).
+        self.http = http
         self.log = log or (lambda _msg: None)
         self.lab: Lab | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
@@ -275,7 +292,7 @@ class Topology:
         (root / "pxelinux.cfg").mkdir(parents=True, exist_ok=True)
         for name, src in BOOT_FILES.items():
             shutil.copyfile(src, root / name)
-        (root / "boot.ipxe").write_text(BOOT_IPXE)
+        (root / "boot.ipxe").write_text(BOOT_IPXE_HTTP if self.http else BOOT_IPXE)
         (root / "pxelinux.cfg" / "default").write_text(PXELINUX_DEFAULT)
         for path in (root, *root.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -379,6 +396,8 @@ class Topology:
             ]
             if self.colocated:
                 argv.append("--colocated")
+            if self.http:
+                argv += ["--http-port", str(HTTP_PORT), "--boot-file", "efi-x64-http=ipxe.efi"]
             if self.hosts:
                 conf = self.workdir / "proxydhcp.toml"
                 conf.write_text(
@@ -509,7 +528,7 @@ class Topology:
                 "--print",
                 "-w",
                 str(bdir / f"{bridge}.pcap"),
-                "udp or icmp",
+                f"udp or icmp or tcp port {HTTP_PORT}" if self.http else "udp or icmp",
             ],
             log=str(text.relative_to(self.workdir)),
         )
@@ -556,7 +575,7 @@ class Topology:
                 "-device",
                 f"e1000,netdev=n0,mac={vm.mac},bootindex=1",
             ]
-        elif vm.firmware == "uefi":
+        elif vm.firmware in ("uefi", "uefi-http"):
             # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
             variables = bdir / f"{vm.name}-ovmf-vars.fd"
             shutil.copyfile(OVMF_VARS, variables)
@@ -572,15 +591,39 @@ class Topology:
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
             ]
+            if vm.firmware == "uefi-http":
+                for switch in OVMF_HTTP_FW_CFG:
+                    argv += ["-fw_cfg", f"name=opt/org.tianocore/{switch},string=no"]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")
         return wire_ns.spawn(argv, log=str((bdir / f"{vm.name}-qemu.log").relative_to(self.workdir)))
 
-    @staticmethod
-    def _marker_seen(vm: Vm, text: Path) -> bool:
+    def _marker_seen(self, vm: Vm, text: Path) -> bool:
+        if self.http and vm.firmware != "pxelinux":
+            return self.http_marker_seen(vm)
         seen = text.read_text(errors="replace")
         return f'RRQ "{vm.marker}"' in seen or f'RRQ "/{vm.marker}"' in seen
+
+    def http_requests(self) -> list[dict[str, object]]:
+        """The HTTP server's request records so far (JSON log lines with a `status` field)."""
+        import json
+
+        out: list[dict[str, object]] = []
+        if self.proxy_log is None or not self.proxy_log.exists():
+            return out
+        for line in self.proxy_log.read_text(errors="replace").splitlines():
+            if '"status"' in line and line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("logger") == "proxydhcp.http":
+                    out.append(record)
+        return out
+
+    def http_marker_seen(self, vm: Vm) -> bool:
+        return any(r.get("file") == f"/{vm.marker}" and r.get("status") == 200 for r in self.http_requests())
 
     def _outcome(self, vm: Vm, proc: subprocess.Popen[bytes], text: Path, bdir: Path) -> str | None:
         if self._marker_seen(vm, text):
