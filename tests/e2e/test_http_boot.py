@@ -72,6 +72,7 @@ def test_ovmf_http_boot(http_run: HttpRun) -> None:
     assert IPv4Address("10.77.0.100") <= IPv4Address(ip) <= IPv4Address("10.77.0.200"), r.report()
     seen = [(q.get("method"), q.get("file"), q.get("status")) for q in http_run.of(ip)]
     assert ("GET", "/ipxe.efi", 200) in seen, f"{seen}\n{r.report()}"
+    assert seen.index(("HEAD", "/ipxe.efi", 200)) < seen.index(("GET", "/ipxe.efi", 200)), seen  # size first
     got = [q for q in http_run.of(ip) if q.get("method") == "GET" and q.get("file") == "/ipxe.efi"]
     assert got[0].get("bytes") == Path("/usr/lib/ipxe/ipxe.efi").stat().st_size
     assert ("GET", f"/{HTTP_UEFI.marker}", 200) in seen, f"{seen}\n{r.report()}"
