@@ -37,6 +37,7 @@ MIB = 1 << 20
 BENCH = Path(__file__).resolve().parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CURL = shutil.which("curl") or "curl"
+AB = shutil.which("ab")  # Debian apache2-utils: a C client that does not limit small-file rates as curl does
 SMALL_FILES = 64  # distinct 4 KiB files, requested round-robin
 
 
@@ -117,6 +118,7 @@ class Server:
         conf = self.work / "nginx.conf"
         conf.write_text(
             f"""daemon off;
+user root root;
 worker_processes 1;
 pid {self.work}/nginx.pid;
 error_log {self.work}/nginx-error.log;
@@ -221,6 +223,32 @@ def run_curl(server: Server, w: HttpWorkload, work: Path, verify: bool) -> Run:
     return result
 
 
+def run_ab(server: Server, w: HttpWorkload) -> Run:
+    """Small files with ApacheBench: `-k` keep-alive, `w.parallel` clients, `w.count` requests for one
+    4 KiB file; ab counts a response of another length as failed."""
+    assert AB is not None
+    url = f"http://127.0.0.1:{server.port}/s0.bin"
+    cpu0 = server.cpu()
+    done = subprocess.run([AB, "-q", "-k", "-n", str(w.count), "-c", str(w.parallel), url],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    cpu = server.cpu() - cpu0
+    result = Run(cpu_s=cpu, total=w.count)
+    fields: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    complete = int(fields.get("Complete requests", "0"))
+    failed = int(fields.get("Failed requests", "0").split()[0])
+    non2xx = int(fields.get("Non-2xx responses", "0"))
+    result.ok = complete - failed - non2xx
+    result.bytes = result.ok * w.size
+    result.rate = float(fields.get("Requests per second", "0 ").split()[0]) if result.ok == w.count else 0.0
+    if done.returncode != 0 or result.ok != w.count:
+        result.errors.append(f"ab: {complete} complete, {failed} failed, {non2xx} non-2xx {done.stderr[:99]}")
+    return result
+
+
 def idle_memory(server: Server, connections: int) -> tuple[int, int]:
     """RSS (KiB) before and with `connections` open keep-alive connections, each after one request."""
     before = server.rss_kib()
@@ -233,11 +261,12 @@ def idle_memory(server: Server, connections: int) -> tuple[int, int]:
             socks.append(sock)
         for sock in socks:
             got = b""
-            while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 4096:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 4096:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
         time.sleep(0.3)
         return before, server.rss_kib()
     finally:
@@ -270,7 +299,10 @@ def bench(
                 sdir.mkdir(parents=True, exist_ok=True)
                 try:
                     with Server(name, root, sdir) as server:
-                        one = run_curl(server, w, sdir, verify=smoke)
+                        if w.small and AB is not None and not smoke:
+                            one = run_ab(server, w)
+                        else:
+                            one = run_curl(server, w, sdir, verify=smoke)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     one = Run(total=w.count, errors=[str(exc)])
                 res[w.key][name].append(one)
@@ -300,7 +332,8 @@ def report(res: dict[str, dict[str, list[Run]]], memory: dict[str, tuple[int, in
         f"## HTTP: proxydhcp vs nginx — {stamp}{' (smoke)' if smoke else ''}",
         "",
         f"Loopback, {rounds} round(s), medians; nginx {_nginx_version()} one worker, sendfile on; "
-        "clients: curl --parallel (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes.",
+        f"clients: curl --parallel for downloads, {'curl' if smoke or AB is None else 'ab -k'} for small "
+        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes.",
         "",
         "| workload | proxydhcp | nginx | ratio | CPU s/GB proxydhcp | CPU s/GB nginx | complete |",
         "|---|---|---|---|---|---|---|",
