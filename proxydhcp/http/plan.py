@@ -78,8 +78,17 @@ class Plan:
     body: bool
 
 
+_DATES: dict[int, str] = {}  # whole seconds → HTTP date: the same few files' mtimes, every request
+
+
 def http_date(seconds: float) -> str:
-    return formatdate(seconds, usegmt=True)
+    key = int(seconds)
+    text = _DATES.get(key)
+    if text is None:
+        if len(_DATES) >= 4096:
+            _DATES.clear()
+        text = _DATES[key] = formatdate(key, usegmt=True)
+    return text
 
 
 def plan(

@@ -11,9 +11,9 @@ within `send_timeout`, else the handler is cancelled and the connection reset (a
 reading holds nothing but the socket, and that for `send_timeout` at most).
 
 Small files come from a shared in-memory cache (the TFTP package's FileCache) with the headers in
-the same write; bigger ones go out with `loop.sendfile` (zero-copy under the default asyncio loop;
-uvloop has no sendfile, so there they are read in chunks through a thread and written with
-backpressure). One structured log record and one `RequestStats` per request.
+the same write; bigger ones go out with sendfile(2) on a dup of the connection's socket
+(`zerocopy.py`), zero-copy under asyncio and uvloop alike. One structured log record and one
+`RequestStats` per request.
 """
 
 from __future__ import annotations
@@ -36,16 +36,15 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from proxydhcp.http import zerocopy
 from proxydhcp.http.plan import METHODS, Plan, Refusal, Status, plan, target_name
-from proxydhcp.log import emit_fast
+from proxydhcp.log import emit_fast, text_value
 from proxydhcp.tftp.files import FileCache, file_key, open_regular, resolve
 from proxydhcp.tftp.packet import ErrorCode, TftpError
 
 log = logging.getLogger("proxydhcp.http")
 
 STOP_GRACE = 2.0
-_FALLBACK_CHUNK = 256 * 1024
-_SENDING = "proxydhcp.http.sending"  # request key: the status of a response whose body is going out
 # struct tcp_info (linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120 (Linux >= 4.1).
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = struct.Struct("=Q")
@@ -94,6 +93,16 @@ class RequestStats:
     @property
     def mb_per_s(self) -> float:
         return self.bytes / self.duration / 1e6 if self.duration > 0 else 0.0
+
+    def text_fields(self) -> str:
+        """`log.text_pairs(self.fields())` in one f-string (log.StructuredFields)."""
+        reason = f" reason={text_value(self.reason)}" if self.reason else ""
+        return (
+            f"client={_hostport(self.client)} method={text_value(self.method)} "
+            f"file={text_value(self.filename)} status={self.status} bytes={self.bytes} "
+            f"duration={round(self.duration, 4)} "
+            f"mbps={round(self.mb_per_s, 2)} outcome={self.outcome.value}{reason}"
+        )
 
     def fields(self) -> dict[str, Any]:
         """The log record's fields, in the style of a TFTP transfer's."""
@@ -223,7 +232,7 @@ class ConnectionGuard:
         if conn is not None:
             conn.busy = True
             conn.since = time.monotonic()
-            conn.acked = bytes_acked(conn.sock)
+            conn.acked = None  # the watchdog's next tick takes the baseline (no syscall per request)
             conn.task = asyncio.current_task()
         return conn
 
@@ -364,10 +373,11 @@ class HttpServer:
         method = request.method if request.method in METHODS else _printable(request.method, 16)
         name = _printable(request.raw_path)
         status, sent, outcome, reason = Status.SERVER_ERROR, 0, Outcome.ERROR, ""
+        sending: list[Status] = []
         self.busy += 1
         try:
             try:
-                response, status, sent = await self._respond(request)
+                response, status, sent = await self._respond(request, sending)
                 outcome = Outcome.REFUSED if status >= 400 else Outcome.COMPLETED
                 return response
             except Refusal as exc:
@@ -377,7 +387,7 @@ class HttpServer:
                     status=status, text=f"{status.value} {HTTPStatus(status).phrase}\n", headers=headers
                 )
             except (ConnectionError, asyncio.CancelledError) as exc:
-                status = request.get(_SENDING, status)
+                status = sending[-1] if sending else status
                 outcome = Outcome.TIMEOUT if isinstance(exc, asyncio.CancelledError) else Outcome.ABORTED
                 reason = "client stopped reading" if outcome is Outcome.TIMEOUT else "connection lost"
                 raise
@@ -394,7 +404,9 @@ class HttpServer:
                 )
             )
 
-    async def _respond(self, request: web.BaseRequest) -> tuple[web.StreamResponse, Status, int]:
+    async def _respond(
+        self, request: web.BaseRequest, sending: list[Status]
+    ) -> tuple[web.StreamResponse, Status, int]:
         if request.method not in METHODS:
             raise Refusal(Status.METHOD_NOT_ALLOWED, "method not allowed")
         name = target_name(request.raw_path)
@@ -420,12 +432,12 @@ class HttpServer:
                 request.if_modified_since,
                 request.headers.get("If-Range"),
             )
-            return await self._send(request, fd, st, decided)
+            return await self._send(request, fd, st, decided, sending)
         finally:
             os.close(fd)
 
     async def _send(
-        self, request: web.BaseRequest, fd: int, st: os.stat_result, decided: Plan
+        self, request: web.BaseRequest, fd: int, st: os.stat_result, decided: Plan, sending: list[Status]
     ) -> tuple[web.StreamResponse, Status, int]:
         status, start, length = decided.status, decided.start, decided.length
         headers = decided.headers
@@ -453,28 +465,13 @@ class HttpServer:
         response.content_length = length
         response.content_type = "application/octet-stream"
         await response.prepare(request)
-        request[_SENDING] = status  # the status line is out: an abort from here on is logged with it
+        sending.append(status)  # the status line is out: an abort from here on is logged with it
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
-        loop = asyncio.get_running_loop()
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
-            try:
-                await loop.sendfile(transport, handle, start, length, fallback=False)
-            except (NotImplementedError, RuntimeError):
-                await self._send_chunks(response, fd, start, length)
+        await zerocopy.sendfile(transport, fd, start, length)
         await response.write_eof()
         return response, status, length
-
-    async def _send_chunks(self, response: web.StreamResponse, fd: int, start: int, length: int) -> None:
-        loop = asyncio.get_running_loop()
-        end = start + length
-        while start < end:
-            chunk = await loop.run_in_executor(None, os.pread, fd, min(_FALLBACK_CHUNK, end - start), start)
-            if not chunk:
-                raise OSError("file shrank while being sent")
-            await response.write(chunk)  # drains past the transport's high-water mark
-            start += len(chunk)
 
     def _record(self, st: RequestStats) -> None:
         s = self.stats
@@ -483,7 +480,7 @@ class HttpServer:
         s.statuses[st.status] = s.statuses.get(st.status, 0) + 1
         msg = f"{st.method} {st.filename} from {_hostport(st.client)}: {st.status}"
         level = logging.WARNING if st.outcome in (Outcome.ERROR, Outcome.TIMEOUT) else logging.INFO
-        if log.isEnabledFor(level) and not emit_fast(log, level, msg, st.fields()):
+        if log.isEnabledFor(level) and not emit_fast(log, level, msg, st):
             log.log(level, "%s", msg, extra={"fields": st.fields()})
         if self.on_request is not None:
             try:
@@ -503,9 +500,14 @@ def _raise_open_files(need: int) -> None:
 
 
 def run_standalone(config: HttpConfig) -> int:
-    """`proxydhcp http`: serve until SIGINT/SIGTERM; returns the exit code. The default asyncio loop,
-    not uvloop: only it has a zero-copy loop.sendfile."""
-    return asyncio.run(_serve(config))
+    """`proxydhcp http`: serve until SIGINT/SIGTERM; returns the exit code. Uses uvloop when installed
+    (aiohttp answers small files about 1.6 times as fast on it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(config))
+    code: int = uvloop.run(_serve(config))
+    return code
 
 
 async def _serve(config: HttpConfig) -> int:

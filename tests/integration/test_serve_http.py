@@ -22,7 +22,7 @@ HTTP_VENDOR = b"HTTPClient:Arch:00016:UNDI:003000"
 
 def test_http_client_gets_a_url_on_the_builtin_server_and_fetches_it(lab, start_proxy) -> None:
     lab.segment("10.77.0.0/24", {"pxe": PXE, "cli": CLIENT})
-    payload = bytes(range(256)) * 4096  # 1 MiB: over the in-memory limit, so sendfile
+    payload = bytes(range(256)) * 4096 + b"!"  # over the 1 MiB in-memory limit: sendfile
     root = tftp_root({"ipxe.efi": payload})
     try:
         proxy = start_proxy(
