@@ -39,7 +39,7 @@ from aiohttp.web_protocol import RequestHandler
 from proxydhcp.http import zerocopy
 from proxydhcp.http.plan import METHODS, Plan, Refusal, Status, plan, target_name
 from proxydhcp.log import emit_fast, text_value
-from proxydhcp.tftp.files import FileCache, file_key, open_regular, resolve
+from proxydhcp.tftp.files import Buffer, FileCache, ResolveCache, file_key, open_regular, resolve
 from proxydhcp.tftp.packet import ErrorCode, TftpError
 
 log = logging.getLogger("proxydhcp.http")
@@ -312,6 +312,7 @@ class HttpServer:
         self.guard = ConnectionGuard(config, self.stats)
         self.cache = FileCache(budget=config.cache_bytes, max_file=config.memory_file)
         self._root = os.path.realpath(config.root)
+        self._names = ResolveCache(self._root)
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
         self.port = config.port
@@ -410,6 +411,14 @@ class HttpServer:
         if request.method not in METHODS:
             raise Refusal(Status.METHOD_NOT_ALLOWED, "method not allowed")
         name = target_name(request.raw_path)
+        now = time.monotonic()
+        # A name that led to a small cached file a moment ago, still the same file (ResolveCache
+        # re-walks it from the root): answered from memory, no open/fstat/close.
+        st = self._names.stat(name, now)
+        if st is not None and st.st_size <= self.config.memory_file:
+            data = self.cache.get(file_key(st))
+            if data is not None:
+                return await self._send(request, -1, st, self._plan(request, st), sending, data)
         try:
             fd, st = open_regular(resolve(self._root, name))
         except TftpError as exc:
@@ -417,28 +426,39 @@ class HttpServer:
                 raise Refusal(Status.NOT_FOUND, "no such file") from None
             raise Refusal(Status.FORBIDDEN, "outside the root or not a regular file") from None
         try:
-            byte_range: slice | None
-            try:
-                byte_range = request.http_range
-                if byte_range.start is None and byte_range.stop is None:
-                    byte_range = None  # no Range header
-            except ValueError:
-                byte_range = None  # malformed or multiple ranges: ignored, the whole file (RFC 9110 §14.2)
-            decided = plan(
-                request.method,
-                st.st_size,
-                st.st_mtime,
-                byte_range,
-                request.if_modified_since,
-                request.headers.get("If-Range"),
-            )
-            return await self._send(request, fd, st, decided, sending)
+            self._names.remember(name, st, now)
+            return await self._send(request, fd, st, self._plan(request, st), sending)
         finally:
             os.close(fd)
 
+    @staticmethod
+    def _plan(request: web.BaseRequest, st: os.stat_result) -> Plan:
+        byte_range: slice | None = None
+        # Malformed or multiple ranges: ignored, the whole file is sent (RFC 9110 §14.2).
+        if "Range" in request.headers:
+            with contextlib.suppress(ValueError):
+                parsed = request.http_range
+                if parsed.start is not None or parsed.stop is not None:
+                    byte_range = parsed
+        return plan(
+            request.method,
+            st.st_size,
+            st.st_mtime,
+            byte_range,
+            request.if_modified_since if "If-Modified-Since" in request.headers else None,
+            request.headers.get("If-Range"),
+        )
+
     async def _send(
-        self, request: web.BaseRequest, fd: int, st: os.stat_result, decided: Plan, sending: list[Status]
+        self,
+        request: web.BaseRequest,
+        fd: int,
+        st: os.stat_result,
+        decided: Plan,
+        sending: list[Status],
+        data: Buffer | None = None,
     ) -> tuple[web.StreamResponse, Status, int]:
+        """`data`: the file's bytes when already in the cache (`fd` is then -1)."""
         status, start, length = decided.status, decided.start, decided.length
         headers = decided.headers
         if not decided.body:
@@ -452,10 +472,11 @@ class HttpServer:
             await response.write_eof()
             return response, status, 0
         if st.st_size <= self.config.memory_file:
-            key = file_key(st)
-            data = self.cache.get(key)
             if data is None:
-                data = await self.cache.load(key, fd)
+                key = file_key(st)
+                data = self.cache.get(key)
+                if data is None:
+                    data = await self.cache.load(key, fd)
             body = bytes(memoryview(data)[start : start + length])
             response = web.Response(
                 status=status, body=body, headers=headers, content_type="application/octet-stream"

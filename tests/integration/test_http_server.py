@@ -350,3 +350,14 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
         assert status_of(get(running, "/%2e%2e/secret")) == 403
     finally:
         stop(running)
+
+
+def test_a_cached_name_swapped_for_a_symlink_out_is_refused(server: Running) -> None:
+    """Names seen a moment ago are answered from memory: the swap must still be noticed."""
+    assert status_of(get(server, "/sub/inner.txt")) == 200
+    assert status_of(get(server, "/sub/inner.txt")) == 200  # now from the resolve cache
+    target = server.root / "sub" / "inner.txt"
+    target.unlink()
+    target.symlink_to(server.root.parent / "secret")
+    response = get(server, "/sub/inner.txt")
+    assert status_of(response) == 403 and SECRET not in response
