@@ -50,6 +50,7 @@ _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = struct.Struct("=Q")
 _BYTES_ACKED_OFFSET = 120
 _TCP_INFO_LEN = _BYTES_ACKED_OFFSET + _BYTES_ACKED.size
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 @dataclass
@@ -278,6 +279,10 @@ class ConnectionGuard:
         if conn.task is not None:
             conn.task.cancel()  # a handler waiting in sendfile/drain would otherwise wait forever
         self.forget(conn)
+        # Linger 0: the close sends RST and frees the kernel's send buffer at once; a plain close
+        # behind a zero window leaves an orphan socket holding it, probing for minutes.
+        with contextlib.suppress(OSError, AttributeError):
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         if transport is not None:
             transport.abort()
 
