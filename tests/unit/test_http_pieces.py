@@ -73,3 +73,24 @@ def test_big_file_whole_through_sendfile(
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {len(data)}".encode() in head
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_http_metrics_have_fixed_label_sets() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from proxydhcp.httpboot import HttpMetrics
+
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry, lambda: 3)
+    metrics.observe(RequestStats(("10.0.0.9", 1), "GET", "/a", 200, 1000, 0.01, Outcome.COMPLETED))
+    metrics.observe(RequestStats(("10.0.0.9", 1), "BREW", "/a", 405, 0, 0.01, Outcome.REFUSED))
+    metrics.observe(RequestStats(("10.0.0.9", 1), "GET", "/a", 418, 0, 0.01, Outcome.REFUSED))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("proxydhcp_http_requests_total", method="GET", status="200", outcome="completed") == 1
+    assert value("proxydhcp_http_requests_total", method="other", status="405", outcome="refused") == 1
+    assert value("proxydhcp_http_requests_total", method="GET", status="other", outcome="refused") == 1
+    assert value("proxydhcp_http_sent_bytes_total") == 1000
+    assert value("proxydhcp_http_connections") == 3
