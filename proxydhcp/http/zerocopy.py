@@ -32,23 +32,43 @@ async def sendfile(transport: asyncio.WriteTransport, file_fd: int, offset: int,
     if sock is None:
         raise ConnectionResetError("connection lost")
     sock_fd = os.dup(sock.fileno())
-    sent = 0
     try:
         await wait_flushed(transport, sock_fd)
+        return await _send_all(transport, sock_fd, file_fd, offset, count)
+    finally:
+        os.close(sock_fd)
+
+
+async def _send_all(
+    transport: asyncio.WriteTransport, sock_fd: int, file_fd: int, offset: int, count: int
+) -> int:
+    # One writer registration for the whole file, not one per EAGAIN: the callback only wakes the
+    # waiter when there is one (while this loop sends, nothing else runs, so it cannot spin).
+    loop = asyncio.get_running_loop()
+    waiter: list[asyncio.Future[None]] = []
+
+    def wake() -> None:
+        if waiter and not waiter[0].done():
+            waiter[0].set_result(None)
+
+    loop.add_writer(sock_fd, wake)
+    sent = 0
+    try:
         while sent < count:
             if transport.is_closing():
                 raise ConnectionResetError("connection lost")
             try:
                 n = os.sendfile(sock_fd, file_fd, offset + sent, min(count - sent, MAX_CALL))
             except BlockingIOError:
-                await _writable(sock_fd)
+                waiter[:] = [loop.create_future()]
+                await waiter[0]
                 continue
             if n == 0:
                 raise OSError("file shrank while being sent")
             sent += n
         return sent
     finally:
-        os.close(sock_fd)
+        loop.remove_writer(sock_fd)
 
 
 async def _writable(fd: int) -> None:
