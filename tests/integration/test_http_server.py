@@ -143,6 +143,11 @@ TRAVERSALS = [
     ("/%00/../secret", 400),
     ("/secret%00.bin", 400),
     ("//..//secret", 403),
+    ("/etc/passwd", 404),  # an absolute path is relative to the root
+    ("/%2Fetc%2Fpasswd", 404),
+    ("//etc//passwd", 404),
+    ("/%2F..%2F..%2Fetc%2Fpasswd", 403),
+    (f"/{'..%2f' * 20}etc/passwd", 403),
     ("/link-out", 403),  # a symlink leaving the root
     ("/link-dev", 403),  # ... to a device
     ("/fifo", 403),
@@ -158,7 +163,7 @@ TRAVERSALS = [
 def test_nothing_outside_the_root_in_any_encoding(server: Running, target: str, status: int) -> None:
     response = get(server, target)
     assert status_of(response) == status
-    assert SECRET not in response
+    assert SECRET not in response and b"root:" not in response
     assert b"Traceback" not in response
 
 
