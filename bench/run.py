@@ -669,6 +669,12 @@ def main(argv: list[str] | None = None) -> int:
         procs.close()
     loop = loop_summary(bench.loops, args.loop == "asyncio", missing)
     md = report(res, wls, names, args.smoke, args.rounds, started, loop)
+    http_ok = True
+    if not args.only or "http" in args.only.split(","):  # the HTTP server against nginx (bench/http.py)
+        from bench import http as http_bench
+
+        http_md, http_ok = http_bench.run(args.smoke, args.rounds)
+        md += "\n" + http_md
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     out = args.out or (setup_env.WORK / f"smoke-{stamp}.md" if args.smoke
                        else setup_env.BENCH / "results" / f"{stamp}.md")
@@ -684,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     # Correctness, not speed, decides the exit code: every byte and every reply of every run was checked.
     broken = [(w.key, n) for w in wls for n, rs in res[w.key].items() for x in rs
               if not x.intact and not x.extra.get("na")]
+    if not http_ok:
+        broken.append(("http", "see above"))
     if broken:
         print(f"bench: incomplete or incorrect runs: {sorted(set(broken))}", file=sys.stderr)
     return 1 if broken and args.smoke else 0

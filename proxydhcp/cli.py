@@ -74,6 +74,13 @@ ServerIpOpt = Annotated[
 TftpRootOpt = Annotated[
     Path | None, typer.Option("--tftp-root", help="Serve this directory over TFTP. [tftp.root]")
 ]
+HttpPortOpt = Annotated[
+    int | None, typer.Option("--http-port", help="Serve files over HTTP on this port. [http.port]")
+]
+HttpRootOpt = Annotated[
+    Path | None,
+    typer.Option("--http-root", help="Directory served over HTTP (default: the TFTP root). [http.root]"),
+]
 NoTftpOpt = Annotated[bool, typer.Option("--no-tftp", help="Do not start the TFTP server. [tftp.enabled]")]
 TftpPortOpt = Annotated[int | None, typer.Option("--tftp-port", help="TFTP port. [tftp.port]")]
 ColocatedOpt = Annotated[
@@ -114,10 +121,13 @@ def build_overrides(
     metrics: str | None = None,
     user: str | None = None,
     uefi_mode: list[str] | None = None,
+    http_port: int | None = None,
+    http_root: Path | None = None,
 ) -> dict[str, Any]:
     """Flags → the config file's shape. Unset flags are left out so the file's values stand."""
     server: dict[str, Any] = {}
     tftp: dict[str, Any] = {}
+    http: dict[str, Any] = {}
     boot: dict[str, str] = {}
     log: dict[str, Any] = {}
     if interface:
@@ -141,6 +151,10 @@ def build_overrides(
         tftp["enabled"] = False
     if tftp_port is not None:
         tftp["port"] = tftp_port
+    if http_port is not None:
+        http["port"] = http_port
+    if http_root is not None:
+        http["root"] = str(http_root)
     for item in boot_file or []:
         arch, sep, name = item.partition("=")
         if not sep or not arch or not name:
@@ -153,7 +167,7 @@ def build_overrides(
     if verbose:
         log["level"] = "debug"
     out: dict[str, Any] = {}
-    for key, value in (("server", server), ("tftp", tftp), ("boot", boot), ("log", log)):
+    for key, value in (("server", server), ("tftp", tftp), ("http", http), ("boot", boot), ("log", log)):
         if value:
             out[key] = value
     if subnet:
@@ -180,6 +194,8 @@ def _service_flags(
     tftp_root: TftpRootOpt = None,
     no_tftp: NoTftpOpt = False,
     tftp_port: TftpPortOpt = None,
+    http_port: HttpPortOpt = None,
+    http_root: HttpRootOpt = None,
     colocated: ColocatedOpt = False,
     reply_delay_ms: DelayOpt = None,
     log_format: LogFormatOpt = None,
@@ -332,6 +348,72 @@ def tftp(
     raise typer.Exit(run_standalone(config_, emit=emit_fast))
 
 
+@app.command("http")
+def http_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML configuration file (its http and log sections)."),
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Directory to serve (read-only). [http.root]")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Address to listen on, IPv4 or IPv6. [http.address]")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 80). [http.port]")] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections", help="Open connections at most; more are reset. [http.max_connections]"
+        ),
+    ] = None,
+    head_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--head-timeout", help="Seconds a connection gets to send a request head. [http.head_timeout]"
+        ),
+    ] = None,
+    send_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--send-timeout", help="Seconds a response may stall before a reset. [http.send_timeout]"
+        ),
+    ] = None,
+    log_format: LogFormatOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the HTTP file server alone (UEFI HTTP boot, iPXE): flags over PROXYDHCP_HTTP__* over the
+    file's http section, as for serve."""
+    flags = {
+        "root": None if root is None else str(root),
+        "address": address,
+        "port": port,
+        "max_connections": max_connections,
+        "head_timeout": head_timeout,
+        "send_timeout": send_timeout,
+    }
+    overrides: dict[str, Any] = {"http": {k: v for k, v in flags.items() if v is not None}}
+    log = build_overrides(log_format=log_format, verbose=verbose).get("log")
+    if log:
+        overrides["log"] = log
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    http_root = settings.http.root
+    if http_root is None:
+        raise fail("http.root: no directory to serve: give --root DIR or [http] root in the file")
+    if not http_root.is_dir():
+        raise fail(f"http.root (--root): not a directory: {http_root}")
+    if settings.http.port is None:  # alone, the server has a port whatever the file says
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": 80})})
+    setup_logging(settings.log.format, settings.log.level)
+    from proxydhcp.http.server import run_standalone
+    from proxydhcp.httpboot import http_config
+
+    raise typer.Exit(run_standalone(http_config(settings, http_root)))
+
+
 @app.command("diagnose")
 def diagnose_cmd(
     capture: Annotated[Path, typer.Argument(help="pcap or pcapng capture file.")],
@@ -378,6 +460,7 @@ def explain_cmd(
     ipxe_boot_file: IpxeOpt = None,
     server_ip: ServerIpOpt = None,
     colocated: ColocatedOpt = False,
+    http_port: HttpPortOpt = None,
 ) -> None:
     """Say what the service would answer a client, and why: subnet, rule, boot file, exact reply.
 
@@ -394,6 +477,7 @@ def explain_cmd(
         ipxe_boot_file=ipxe_boot_file,
         server_ip=server_ip,
         colocated=colocated,
+        http_port=http_port,
     )
     try:
         mac = normalize_mac(mac)

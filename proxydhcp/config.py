@@ -88,6 +88,34 @@ class ServerSettings(_Section):
         return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
 
 
+class HttpSettings(_Section):
+    enabled: bool = True
+    """With `port` set, serve files over HTTP (UEFI HTTP boot, iPXE); false switches it off."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """TCP port of the built-in HTTP server; unset: no HTTP server (HTTP boot clients then need URLs)."""
+    root: Path | None = None
+    """Directory served over HTTP; default: the TFTP root."""
+    address: str = "0.0.0.0"
+    """Address to listen on (IPv4 or IPv6)."""
+    max_connections: int = Field(default=1024, ge=1)
+    head_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a connection gets to send a whole request head (keep-alive idle time included)."""
+    send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a response may go without the client taking a byte before the connection is reset."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            raise ValueError(f"not an IP address: {value!r}") from None
+
+    @property
+    def serving(self) -> bool:
+        return self.enabled and self.port is not None
+
+
 class SubnetSettings(_Section):
     cidr: IPv4Network
     boot: dict[str, str] = Field(default_factory=dict)
@@ -176,6 +204,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     tftp: TftpSettings = Field(default_factory=TftpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     boot: dict[str, str] = Field(default_factory=dict)
     subnet: list[SubnetSettings] = Field(default_factory=list)
     host: list[HostSettings] = Field(default_factory=list)
@@ -332,7 +361,7 @@ def effective_toml(settings: Settings) -> str:
     def _key(key: str) -> str:
         return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else scalar(key)
 
-    for section in ("server", "tftp", "boot", "log", "metrics"):
+    for section in ("server", "tftp", "http", "boot", "log", "metrics"):
         lines.append(f"[{section}]")
         for key, value in data[section].items():
             lines.append(f"{_key(key)} = {scalar(value)}")

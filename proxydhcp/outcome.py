@@ -86,7 +86,19 @@ class Reason(Enum):
     SUBNET_NOT_ENABLED = ("subnet_not_enabled", Outcome.IGNORE, logging.DEBUG, "subnet {} not enabled")
     HOST_IGNORED = ("host_ignored", Outcome.IGNORE, logging.INFO, "host {} ignored")
     NO_BOOT_FILE = ("no_boot_file", Outcome.IGNORE, logging.INFO, "no boot file for {}")
-    BOOT_FILE_NOT_URL = ("boot_file_not_url", Outcome.IGNORE, logging.INFO, "boot file for {} is not a URL")
+    # HTTP boot: a name becomes a URL only on the built-in HTTP server.
+    BOOT_FILE_NOT_URL = (
+        "boot_file_not_url",
+        Outcome.IGNORE,
+        logging.INFO,
+        "boot file for {} is not a URL and the HTTP server is off (--http-port)",
+    )
+    URL_TOO_LONG = (
+        "boot_file_not_url",
+        Outcome.IGNORE,
+        logging.INFO,
+        "boot file for {} is not a URL: the 128-byte file field is too short for its URL",
+    )
     # A bug, or a reply the kernel refused: logged with its traceback.
     INTERNAL_ERROR = ("internal_error", Outcome.ERROR, logging.ERROR, "internal error: {}")
 

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from proxydhcp.dhcp import options as dopt
-from proxydhcp.dhcp.arch import describe_arch, is_uefi
+from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch, is_uefi
 from proxydhcp.dhcp.codes import BOOTREPLY, MessageType, Opt
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.diagnose import build_report
@@ -76,6 +76,7 @@ class _Probe:
         self.t0 = time.monotonic()
         self.xid = int.from_bytes(os.urandom(4), "big")
         self.uuid = b"\x00" + os.urandom(16)
+        self.vendor = "HTTPClient" if arch in HTTP_ARCHES else "PXEClient"  # UEFI HTTP boot: no 4011
 
     # -- recording -------------------------------------------------------------------------------
     def _record(self, src: tuple[IPv4Address, int], dst: tuple[IPv4Address, int], payload: bytes) -> None:
@@ -95,7 +96,7 @@ class _Probe:
             (Opt.CLIENT_ARCH, self.arch.to_bytes(2, "big")),
             (Opt.CLIENT_NDI, b"\x01\x03\x00"),
             (Opt.CLIENT_UUID, self.uuid),
-            (Opt.VENDOR_CLASS, f"PXEClient:Arch:{self.arch:05d}:UNDI:{undi}".encode()),
+            (Opt.VENDOR_CLASS, f"{self.vendor}:Arch:{self.arch:05d}:UNDI:{undi}".encode()),
             *extra,
         )
         flags = 0x8000 if ciaddr == ZERO else 0
@@ -228,6 +229,8 @@ def probe(iface: str, arch: int, mac: str | None = None, timeout: float = 5.0) -
     if p.ip != ZERO:
         p.timeline.ip_to_key[p.ip] = mac_text  # our TFTP traffic belongs to this client (no ACK to learn it)
     offers = p.discover()
+    if arch in HTTP_ARCHES:
+        return _probe_http(p, offers, iface)
     boot = _boot_source(p, offers)
     if boot is not None:
         server, filename = boot
@@ -289,3 +292,30 @@ def _boot_source(p: _Probe, offers: list[DhcpPacket]) -> tuple[IPv4Address, str]
     file = (ack.file or ack.option(Opt.BOOTFILE) or b"").decode("ascii", "replace")
     target = ack.siaddr if ack.siaddr != ZERO else server
     return (target, file) if file else None
+
+
+def _probe_http(p: _Probe, offers: list[DhcpPacket], iface: str) -> ProbeResult:
+    """An HTTP boot client: the URL it is offered, fetched over HTTP (probe_http.py)."""
+    from proxydhcp.probe_http import fetch, offered_url
+
+    stats = CaptureStats(linktype=1, frames=p.timeline.dhcp_packets, first_ts=0.0)
+    report = build_report(p.timeline, stats, f"probe on {iface}")
+    report.notes = [n for n in report.notes if "IPv6" not in n]
+    url = offered_url(offers)
+    if url is None:
+        return ProbeResult(report, False, "NOT READY at dhcp: no offer with option 60 HTTPClient and a URL")
+    got = fetch(url, p.ip, max(p.timeout, 5.0))
+    report.notes.append(f"HTTP: {url}: " + (f"{got.received} bytes" if got.ok else got.error))
+    if not got.ok:
+        return ProbeResult(report, False, f"NOT READY at http: {url}: {got.error}")
+    granting = any(o.yiaddr != ZERO for o in offers)
+    if not granting:
+        return ProbeResult(
+            report,
+            False,
+            f"NOT READY at dhcp: only proxyDHCP offers arrived; no DHCP server offered an address (the URL "
+            f"{url}, {got.received} bytes, is fine)",
+        )
+    return ProbeResult(
+        report, True, f"READY: a {describe_arch(p.arch)} client would get {url} ({got.received} bytes)"
+    )

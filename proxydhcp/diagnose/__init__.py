@@ -61,7 +61,11 @@ def diagnose(path: Path, progress: Callable[[int, int], None] | None = None) -> 
     timeline = Timeline()
     for datagram in read_datagrams(path, stats, progress):
         timeline.feed(datagram)
-    return build_report(timeline, stats, path.name)
+    report = build_report(timeline, stats, path.name)
+    from proxydhcp.diagnose import http  # HTTP boot: the TCP side of the same capture
+
+    http.attach(report, path)
+    return report
 
 
 def stderr_progress() -> Callable[[int, int], None] | None:

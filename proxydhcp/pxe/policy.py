@@ -15,6 +15,7 @@ from typing import Literal
 from proxydhcp.boot import choose_boot_file
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.arch import arch_name, is_uefi
+from proxydhcp.httpboot import URL_MAX, boot_url
 from proxydhcp.outcome import Ignore, Reason
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo
 
@@ -82,12 +83,19 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     if isinstance(choice, Ignore):
         return choice
     style = offer_style(client, settings.server.uefi_mode, arch_key)
-    if style == "http" and "://" not in choice.boot_file:
-        # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI.
-        return Ignore(Reason.BOOT_FILE_NOT_URL, arch_key, subnet.cidr)
     server_ip = settings.server.server_ip or receiver.local_ip
+    boot_file = choice.boot_file
+    if style == "http" and "://" not in boot_file:
+        # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI: a
+        # name becomes a URL on the built-in HTTP server (httpboot.boot_url), else no answer.
+        url = boot_url(settings, server_ip, boot_file)
+        if url is None:
+            return Ignore(Reason.BOOT_FILE_NOT_URL, arch_key, subnet.cidr)
+        if len(url.encode()) > URL_MAX:
+            return Ignore(Reason.URL_TOO_LONG, arch_key, subnet.cidr)
+        boot_file = url
     return BootDecision(
-        boot_file=choice.boot_file,
+        boot_file=boot_file,
         next_server=choice.next_server or server_ip,
         server_ip=server_ip,
         subnet=subnet.cidr,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxydhcp import eventloop, events
+from proxydhcp import eventloop, events, httpboot
 from proxydhcp.config import Settings, load_settings
 from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.errors import ConfigError, ProxyDhcpError
@@ -56,6 +56,7 @@ _RESTART_KEYS = (
     "server.pxe_port",
     "server.user",
     "tftp",
+    "http",
 )
 
 
@@ -84,6 +85,8 @@ class ProxyDhcpService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_start: list[Callable[[tuple[str, int], str], None]] = []
         self.on_transfer: list[Callable[[TransferStats], None]] = []
+        self.http: Any = None  # http.server.HttpServer when [http] serves (httpboot.start_http)
+        self.on_request: list[Callable[[Any], None]] = []  # HTTP RequestStats
 
     @property
     def memo_hits(self) -> int:
@@ -198,6 +201,10 @@ class ProxyDhcpService:
             raise
         try:
             await self._start_tftp(settings)
+            self.http = await httpboot.start_http(settings, self._http_request)
+        except httpboot.HttpStartError as exc:
+            self._close_listeners()
+            raise StartupError(str(exc)) from None
         except BaseException:
             self._close_listeners()
             raise
@@ -238,6 +245,10 @@ class ProxyDhcpService:
         for callback in self.on_transfer:
             callback(stats)
 
+    def _http_request(self, stats: Any) -> None:
+        for callback in self.on_request:
+            callback(stats)
+
     def _close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
@@ -253,6 +264,9 @@ class ProxyDhcpService:
                 log.info("waiting up to %.0f s for %d TFTP transfer(s) in flight", grace, active)
             await self.tftp.close(grace=grace)
             self.tftp = None
+        if self.http is not None:
+            await self.http.close(grace=min(grace, 2.0))
+            self.http = None
         if was_serving:
             log.info("stopped")
 
@@ -326,6 +340,8 @@ def _start_metrics(settings: Settings, service: ProxyDhcpService) -> None:
     on_start, on_transfer = tftp_metrics_hooks(registry)
     service.on_start.append(on_start)
     service.on_transfer.append(on_transfer)
+    http_metrics = httpboot.HttpMetrics(registry.registry, lambda: service.http.active if service.http else 0)
+    service.on_request.append(http_metrics.observe)
     log.info("metrics on http://%s/metrics", settings.metrics.listen)
 
 

@@ -54,7 +54,7 @@ OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
 OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
 AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
-UEFI_FIRMWARE = frozenset({"uefi", "uefisb", "arm64"})
+UEFI_FIRMWARE = frozenset({"uefi", "uefi-http", "uefisb", "arm64"})
 BOOT_FILES = {  # TFTP root name → where Debian installs it (packages ipxe, pxelinux, syslinux-common)
     "undionly.kpxe": Path("/usr/lib/ipxe/undionly.kpxe"),
     "ipxe.efi": Path("/usr/lib/ipxe/ipxe.efi"),
@@ -77,7 +77,12 @@ GIVE_UP = {
     "uefi": re.compile(_EDK2_GIVE_UP),
     "uefisb": re.compile(_EDK2_GIVE_UP),
     "arm64": re.compile(_EDK2_GIVE_UP),
+    "uefi-http": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI HTTPv4'),
 }
+HTTP_PORT = 8080  # the built-in HTTP server of an http=True topology
+# OVMF's HTTP boot over IPv4 first: its PXE paths and HTTP over IPv6 switched off through fw_cfg
+# (each unwanted path costs up to 60 s of timeouts otherwise).
+OVMF_HTTP_FW_CFG = ("IPv4PXESupport", "IPv6PXESupport", "IPv6Support")
 
 # Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
 MARKER_GRACE = 2.0
@@ -86,6 +91,13 @@ MARKER_GRACE = 2.0
 BOOT_IPXE = """#!ipxe
 echo e2e: stage-2 script running: filename=${filename} next-server=${next-server} ip=${net0/ip}
 imgfetch ok-${net0/mac:hexhyp} && echo e2e: marker fetched || echo e2e: marker fetch failed
+sleep 3600 ||
+"""
+# The same, with the marker fetched from proxydhcp's HTTP server (an http=True topology).
+_HTTP_MARKER = f"http://{PXE_IP}:{HTTP_PORT}/ok-${{net0/mac:hexhyp}}"
+BOOT_IPXE_HTTP = f"""#!ipxe
+echo e2e: stage-2 script running: filename=${{filename}} next-server=${{next-server}} ip=${{net0/ip}}
+imgfetch {_HTTP_MARKER} && echo e2e: marker fetched || echo e2e: marker fetch failed
 sleep 3600 ||
 """
 PXELINUX_DEFAULT = (
@@ -143,7 +155,8 @@ class Vm:
     """One QEMU PXE client. firmware: bios (SeaBIOS + iPXE ROM), uefi (OVMF + EDK2 PXE), pxelinux
     (bios, but the proxy hands it pxelinux.0 through a [[host]] entry), uefisb (OVMF with Secure
     Boot on: the Topology's variable store, by default Microsoft's keys) or arm64 (AAVMF under
-    qemu-system-aarch64).
+    qemu-system-aarch64), or uefi-http (OVMF + EDK2 HTTP boot over IPv4, its PXE
+    and IPv6 paths switched off).
 
     switched_off: OVMF/AAVMF network switches set to "no" through fw_cfg (opt/org.tianocore/NAME):
     IPv4PXESupport, IPv6PXESupport, IPv4Support (the IPv4 stack: PXE and HTTP boot over IPv4),
@@ -253,6 +266,7 @@ class Topology:
         corp_pxeclient: bool = False,
         only_4011: bool = False,
         sb_vars: Path | None = None,
+        http: bool = False,
     ) -> None:
         """boot: architecture → boot file, added to / replacing the defaults (bios, efi-x64);
         files: TFTP root name → source file, added to the root; next_server: dhcpd's next-server
@@ -272,6 +286,9 @@ class Topology:
         self.grub_vms: list[Vm] = []
         self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
         self.hosts = {m.lower(): f for m, f in (hosts or {}).items()}
+        # http: proxydhcp's HTTP server on HTTP_PORT, HTTP boot clients offered ipxe.efi there, and the
+        # stage-2 script's marker fetched over HTTP (success: that request in the HTTP log).
+        self.http = http
         self.log = log or (lambda _msg: None)
         self.lab: Lab | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
@@ -350,7 +367,7 @@ class Topology:
         for name, src in {**BOOT_FILES, **self.extra_files}.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, root / name)
-        (root / "boot.ipxe").write_text(BOOT_IPXE)
+        (root / "boot.ipxe").write_text(BOOT_IPXE_HTTP if self.http else BOOT_IPXE)
         (root / "grub").mkdir(exist_ok=True)
         (root / "pxelinux.cfg" / "default").write_text(PXELINUX_DEFAULT)
         for path in (root, *root.rglob("*")):
@@ -457,6 +474,8 @@ class Topology:
             ]
             if self.only_4011:
                 argv.append("--colocated")
+            if self.http:
+                argv += ["--http-port", str(HTTP_PORT), "--boot-file", "efi-x64-http=ipxe.efi"]
             if self.hosts:
                 conf = self.workdir / "proxydhcp.toml"
                 conf.write_text(
@@ -590,7 +609,7 @@ class Topology:
                 "--print",
                 "-w",
                 str(bdir / f"{bridge}.pcap"),
-                "udp or icmp",
+                f"udp or icmp or tcp port {HTTP_PORT}" if self.http else "udp or icmp",
             ],
             log=str(text.relative_to(self.workdir)),
         )
@@ -641,6 +660,7 @@ class Topology:
             # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
             code, template, machine, mem = {
                 "uefi": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
+                "uefi-http": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
                 # Secure Boot needs the SMM build, and SMM-protected variable flash.
                 "uefisb": (
                     OVMF_SB_CODE,
@@ -666,17 +686,38 @@ class Topology:
                 f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
-                *fw_cfg_switches(vm.switched_off),
+                *fw_cfg_switches(OVMF_HTTP_FW_CFG if vm.firmware == "uefi-http" else vm.switched_off),
             ]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")
         return wire_ns.spawn(argv, log=str((bdir / f"{vm.name}-qemu.log").relative_to(self.workdir)))
 
-    @staticmethod
-    def _marker_seen(vm: Vm, text: Path) -> bool:
+    def _marker_seen(self, vm: Vm, text: Path) -> bool:
+        if self.http and vm.firmware != "pxelinux":
+            return self.http_marker_seen(vm)
         seen = text.read_text(errors="replace")
         return f'RRQ "{vm.marker}"' in seen or f'RRQ "/{vm.marker}"' in seen
+
+    def http_requests(self) -> list[dict[str, object]]:
+        """The HTTP server's request records so far (JSON log lines with a `status` field)."""
+        import json
+
+        out: list[dict[str, object]] = []
+        if self.proxy_log is None or not self.proxy_log.exists():
+            return out
+        for line in self.proxy_log.read_text(errors="replace").splitlines():
+            if '"status"' in line and line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("logger") == "proxydhcp.http":
+                    out.append(record)
+        return out
+
+    def http_marker_seen(self, vm: Vm) -> bool:
+        return any(r.get("file") == f"/{vm.marker}" and r.get("status") == 200 for r in self.http_requests())
 
     def _outcome(self, vm: Vm, proc: subprocess.Popen[bytes], text: Path, bdir: Path) -> str | None:
         if self._marker_seen(vm, text):

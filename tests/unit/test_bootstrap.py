@@ -22,7 +22,8 @@ NEEDED = {
     "python3-venv", "iproute2", "nftables", "tcpdump", "tshark", "isc-dhcp-server", "isc-dhcp-relay",
     "dnsmasq-base", "tftp-hpa", "atftp", "busybox", "curl", "gcc", "libc6-dev", "qemu-system-x86",
     "ipxe-qemu", "ipxe", "ovmf", "pxelinux", "syslinux-common", "qemu-system-arm", "qemu-efi-aarch64",
-    "shim-signed", "grub-efi-amd64-signed", "sbsigntool", "binutils", "openssl", "kea-dhcp6-server", "radvd", "nginx-light",
+    "shim-signed", "grub-efi-amd64-signed", "sbsigntool", "binutils", "openssl", "kea-dhcp6-server",
+    "radvd", "nginx-light", "apache2-utils",
 }  # fmt: skip
 TARGETS = ("demo", "test", "test-fast", "lint", "typecheck", "bench", "bench-smoke", "install")
 

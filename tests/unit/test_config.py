@@ -259,6 +259,7 @@ def test_commented_example_names_every_key() -> None:
     model_sections = {
         "server": Settings.model_fields["server"].annotation,
         "tftp": Settings.model_fields["tftp"].annotation,
+        "http": Settings.model_fields["http"].annotation,
         "log": Settings.model_fields["log"].annotation,
         "metrics": Settings.model_fields["metrics"].annotation,
     }

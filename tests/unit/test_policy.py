@@ -10,7 +10,7 @@ import pytest
 
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.packet import DhcpPacket
-from proxydhcp.outcome import Ignore
+from proxydhcp.outcome import Ignore, Reason
 from proxydhcp.pxe.classify import ClientInfo, classify
 from proxydhcp.pxe.policy import BootDecision, Receiver, decide
 
@@ -135,6 +135,27 @@ def test_http_boot(info: Callable[..., ClientInfo]) -> None:
     assert (d.offer_style, d.arch_key, d.boot_file) == ("http", "efi-x64-http", "http://10.77.0.2/ipxe.efi")
 
 
+def test_http_boot_name_becomes_a_url_on_the_builtin_server(info: Callable[..., ClientInfo]) -> None:
+    client = info(arch=16, vendor=b"HTTPClient:Arch:00016:UNDI:003001")
+    s = settings(boot={"efi-x64-http": "/efi/ipxe x.efi"}, http={"port": 8080})
+    assert ok(decide(client, s, LOCAL)).boot_file == "http://10.77.0.2:8080/efi/ipxe%20x.efi"
+    # server_ip names the server in the URL; port 80 is left out of it
+    s = settings(boot={"efi-x64-http": "ipxe.efi"}, http={"port": 80}, server={"server_ip": "10.77.0.9"})
+    assert ok(decide(client, s, LOCAL)).boot_file == "http://10.77.0.9/ipxe.efi"
+    # an explicit URL stays as it is, built-in server or not
+    s = settings(boot={"efi-x64-http": "http://boot.example/x.efi"}, http={"port": 8080})
+    assert ok(decide(client, s, LOCAL)).boot_file == "http://boot.example/x.efi"
+    # [http] enabled = false: no URL to give, and the record says so
+    s = settings(boot={"efi-x64-http": "ipxe.efi"}, http={"port": 8080, "enabled": False})
+    refused = decide(client, s, LOCAL)
+    assert isinstance(refused, Ignore) and refused.reason is Reason.BOOT_FILE_NOT_URL
+    assert str(refused) == "boot file for efi-x64-http is not a URL and the HTTP server is off (--http-port)"
+    # a URL too long for the BOOTP file field: refused here, not a crash in reply building
+    s = settings(boot={"efi-x64-http": "d/" * 60 + "x.efi"}, http={"port": 8080})
+    reason = decide(client, s, LOCAL)
+    assert isinstance(reason, Ignore) and reason.reason is Reason.URL_TOO_LONG
+
+
 @pytest.mark.parametrize(
     ("fields", "conf", "receiver", "reason"),
     [
@@ -149,7 +170,7 @@ def test_http_boot(info: Callable[..., ClientInfo]) -> None:
         ({"arch": 2}, {}, LOCAL, "no boot file for 2"),
         ({"arch": 0}, {"boot": {}}, LOCAL, "no boot file for bios"),
         ({"arch": 16, "vendor": b"HTTPClient:Arch:00016"}, {"boot": {"efi-x64-http": "ipxe.efi"}}, LOCAL,
-         "boot file for efi-x64-http is not a URL"),
+         "boot file for efi-x64-http is not a URL and the HTTP server is off (--http-port)"),
     ],
 )  # fmt: skip
 def test_ignore_reasons(

@@ -1,0 +1,425 @@
+"""HTTP side by side: proxydhcp's HTTP server (`proxydhcp http`) against nginx (Debian nginx-light, one
+worker, sendfile on), on loopback, in one run (issue 15).
+
+    python3 -m bench.http            # the full comparison, 3 rounds, bench/results/http-<date>.md
+    python3 -m bench.http --smoke    # seconds: small sizes, correctness only
+    python3 -m bench.run [--smoke]   # runs this too, after the TFTP and proxy workloads
+
+Workloads: one 1 GiB download; 64 concurrent 64 MiB downloads; 2,000 requests for 4 KiB files at 32
+concurrent clients (curl --parallel, keep-alive); and the server's memory with 1,000 open keep-alive
+connections. Every transfer's status and size is checked (curl -w); the small files are compared
+byte for byte in the smoke run. Servers alternate within a round (the order rotates); each run gets a
+fresh server. Server CPU is the whole session's utime+stime (nginx master + worker, proxydhcp with
+its threads); CPU per GB is that over the bytes served. Both servers log every request to a file.
+Benchmarks are not tests: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.run import proc_mem, session_cpu
+
+MIB = 1 << 20
+BENCH = Path(__file__).resolve().parent
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CURL = shutil.which("curl") or "curl"
+AB = shutil.which("ab")  # Debian apache2-utils: a C client that does not limit small-file rates as curl does
+SMALL_FILES = 64  # distinct 4 KiB files, requested round-robin
+
+
+@dataclass(frozen=True)
+class HttpWorkload:
+    key: str
+    title: str
+    size: int  # bytes per file
+    count: int  # downloads
+    parallel: int
+    small: bool = False
+
+
+def workloads(smoke: bool) -> list[HttpWorkload]:
+    if smoke:
+        return [
+            HttpWorkload("http-large", "one 16 MiB download", 16 * MIB, 1, 1),
+            HttpWorkload("http-many", "8 concurrent 4 MiB downloads", 4 * MIB, 8, 8),
+            HttpWorkload("http-small", "200 x 4 KiB at 16 concurrent", 4096, 200, 16, small=True),
+        ]
+    return [
+        HttpWorkload("http-large", "one 1 GiB download", 1024 * MIB, 1, 1),
+        HttpWorkload("http-many", "64 concurrent 64 MiB downloads", 64 * MIB, 64, 64),
+        HttpWorkload("http-small", "2,000 x 4 KiB at 32 concurrent clients", 4096, 2000, 32, small=True),
+    ]
+
+
+@dataclass
+class Run:
+    rate: float = 0.0  # MB/s, or requests/s for small files
+    cpu_s: float = 0.0
+    bytes: int = 0
+    ok: int = 0
+    total: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_gb(self) -> float:
+        return self.cpu_s / (self.bytes / 1e9) if self.bytes else 0.0
+
+
+def make_root(root: Path, wls: list[HttpWorkload]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for w in wls:
+        if w.small:
+            for i in range(SMALL_FILES):
+                path = root / f"s{i}.bin"
+                if not path.exists() or path.stat().st_size != w.size:
+                    path.write_bytes(os.urandom(w.size))
+        else:
+            path = root / f"{w.key}.bin"
+            if not path.exists() or path.stat().st_size != w.size:
+                with path.open("wb") as out:  # real bytes on disk (page cache), not a sparse file
+                    block = os.urandom(MIB)
+                    for _ in range(w.size // MIB):
+                        out.write(block)
+                    out.write(block[: w.size % MIB])
+
+
+def warm(root: Path) -> None:
+    """Read every file once, so that no server's first run pays for the disk (page cache)."""
+    for path in sorted(root.iterdir()):
+        with path.open("rb") as handle:
+            while handle.read(8 * MIB):
+                pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, root: Path, work: Path) -> None:
+        self.name = name
+        self.root = root
+        self.work = work
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        if self.name == "proxydhcp":
+            return [sys.executable, "-m", "proxydhcp", "http", "--root", str(self.root), "--address",
+                    "127.0.0.1", "--port", str(self.port), "--max-connections", "4096"]  # fmt: skip
+        conf = self.work / "nginx.conf"
+        conf.write_text(
+            f"""daemon off;
+user root root;
+worker_processes 1;
+pid {self.work}/nginx.pid;
+error_log {self.work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    access_log {self.work}/nginx-access.log;
+    client_body_temp_path {self.work}/t-body;
+    proxy_temp_path {self.work}/t-proxy;
+    fastcgi_temp_path {self.work}/t-fcgi;
+    uwsgi_temp_path {self.work}/t-uwsgi;
+    scgi_temp_path {self.work}/t-scgi;
+    server {{ listen 127.0.0.1:{self.port}; root {self.root}; }}
+}}
+"""
+        )
+        return [NGINX, "-p", str(self.work), "-c", str(conf)]
+
+    def __enter__(self) -> Server:
+        log = (self.work / f"{self.name}.log").open("ab")
+        repo = BENCH.parent
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{self.name} did not start: {(self.work / (self.name + '.log')).read_text()[-500:]}"
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return session_cpu(self.proc.pid)
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server's processes (nginx: master + worker)."""
+        assert self.proc is not None
+        total = 0
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    raw = (d / "stat").read_text()
+                    if int(raw[raw.rindex(")") + 2 :].split()[3]) == self.proc.pid:
+                        total += proc_mem(int(d.name)).get("VmRSS", 0)
+        return total
+
+
+def run_curl(server: Server, w: HttpWorkload, work: Path, verify: bool) -> Run:
+    names = [f"s{i % SMALL_FILES}.bin" for i in range(w.count)] if w.small else [f"{w.key}.bin"] * w.count
+    config = work / "curl.conf"
+    out_dir = work / "out"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir()
+    lines = []
+    for i, name in enumerate(names):
+        target = str(out_dir / f"{i}") if verify and w.small else "/dev/null"
+        lines.append(f'url = "http://127.0.0.1:{server.port}/{name}"\noutput = "{target}"\n')
+    config.write_text("".join(lines))
+    argv = [CURL, "-sS", "-K", str(config), "-w", "%{http_code} %{size_download}\\n"]
+    if w.parallel > 1:
+        argv += ["--parallel", "--parallel-max", str(w.parallel), "--parallel-immediate"]
+    cpu0 = server.cpu()
+    t0 = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - t0
+    cpu = server.cpu() - cpu0
+    result = Run(cpu_s=cpu, total=w.count)
+    for line in done.stdout.splitlines():
+        code, _, size = line.partition(" ")
+        if code == "200" and size.isdigit() and int(size) == w.size:
+            result.ok += 1
+            result.bytes += int(size)
+        else:
+            result.errors.append(f"bad transfer: {line}")
+    if done.returncode != 0:
+        result.errors.append(f"curl exited {done.returncode}: {done.stderr.strip()[:200]}")
+    if verify and w.small:
+        for i, name in enumerate(names):
+            if (out_dir / f"{i}").read_bytes() != (server.root / name).read_bytes():
+                result.errors.append(f"download {i} of {name} differs")
+                break
+    result.rate = (result.ok / elapsed) if w.small else (result.bytes / elapsed / 1e6)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def run_ab(server: Server, w: HttpWorkload) -> Run:
+    """Small files with ApacheBench: `-k` keep-alive, `w.parallel` clients, `w.count` requests for one
+    4 KiB file; ab counts a response of another length as failed."""
+    assert AB is not None
+    url = f"http://127.0.0.1:{server.port}/s0.bin"
+    cpu0 = server.cpu()
+    done = subprocess.run([AB, "-q", "-k", "-n", str(w.count), "-c", str(w.parallel), url],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    cpu = server.cpu() - cpu0
+    result = Run(cpu_s=cpu, total=w.count)
+    fields: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    complete = int(fields.get("Complete requests", "0"))
+    failed = int(fields.get("Failed requests", "0").split()[0])
+    non2xx = int(fields.get("Non-2xx responses", "0"))
+    result.ok = complete - failed - non2xx
+    result.bytes = result.ok * w.size
+    result.rate = float(fields.get("Requests per second", "0 ").split()[0]) if result.ok == w.count else 0.0
+    if done.returncode != 0 or result.ok != w.count:
+        result.errors.append(f"ab: {complete} complete, {failed} failed, {non2xx} non-2xx {done.stderr[:99]}")
+    return result
+
+
+def idle_memory(server: Server, connections: int) -> tuple[int, int]:
+    """RSS (KiB) before and with `connections` open keep-alive connections, each after one request."""
+    before = server.rss_kib()
+    socks: list[socket.socket] = []
+    request = b"GET /s0.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
+    try:
+        for _ in range(connections):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(request)
+            socks.append(sock)
+        for sock in socks:
+            got = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < 4096:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+        time.sleep(0.3)
+        return before, server.rss_kib()
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@contextlib.contextmanager
+def workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        yield Path(tmp)
+
+
+def bench(
+    smoke: bool, rounds: int, work: Path, root: Path
+) -> tuple[dict[str, dict[str, list[Run]]], dict[str, tuple[int, int]], list[HttpWorkload]]:
+    wls = workloads(smoke)
+    make_root(root, wls)
+    warm(root)
+    names = ["proxydhcp", "nginx"]
+    res: dict[str, dict[str, list[Run]]] = {w.key: {n: [] for n in names} for w in wls}
+    for r in range(rounds):
+        order = names[r % 2 :] + names[: r % 2]
+        for w in wls:
+            for name in order:
+                sdir = work / f"{name}-r{r}-{w.key}"
+                sdir.mkdir(parents=True, exist_ok=True)
+                try:
+                    with Server(name, root, sdir) as server:
+                        if w.small and AB is not None and not smoke:
+                            one = run_ab(server, w)
+                        else:
+                            one = run_curl(server, w, sdir, verify=smoke)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    one = Run(total=w.count, errors=[str(exc)])
+                res[w.key][name].append(one)
+                status = "ok" if not one.errors else "FAIL " + "; ".join(one.errors[:2])
+                unit = "req/s" if w.small else "MB/s"
+                print(
+                    f"round {r + 1} {w.key:10} {name:9} {one.rate:9.1f} {unit:5} {one.ok}/{one.total} "
+                    f"cpu {one.cpu_s:6.2f} s ({one.cpu_per_gb:5.2f} s/GB)  {status}",
+                    flush=True,
+                )
+    conns = 100 if smoke else 1000
+    memory: dict[str, tuple[int, int]] = {}
+    for name in names:
+        sdir = work / f"{name}-idle"
+        sdir.mkdir(parents=True, exist_ok=True)
+        with Server(name, root, sdir) as server:
+            memory[name] = idle_memory(server, conns)
+        print(f"memory {name}: {memory[name][0] / 1024:.1f} MiB, with {conns} connections "
+              f"{memory[name][1] / 1024:.1f} MiB", flush=True)  # fmt: skip
+    return res, memory, wls
+
+
+def report(res: dict[str, dict[str, list[Run]]], memory: dict[str, tuple[int, int]], wls: list[HttpWorkload],
+           smoke: bool, rounds: int) -> str:  # fmt: skip
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [
+        f"## HTTP: proxydhcp vs nginx — {stamp}{' (smoke)' if smoke else ''}",
+        "",
+        f"Loopback, {rounds} round(s), medians; nginx {_nginx_version()} one worker, sendfile on; "
+        f"clients: curl --parallel for downloads, {'curl' if smoke or AB is None else 'ab -k'} for small "
+        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes.",
+        "",
+        "| workload | proxydhcp | nginx | ratio | CPU s/GB proxydhcp | CPU s/GB nginx | complete |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in wls:
+        p, n = res[w.key]["proxydhcp"], res[w.key]["nginx"]
+        unit = "req/s" if w.small else "MB/s"
+        prate, nrate = _med([x.rate for x in p]), _med([x.rate for x in n])
+        ratio = prate / nrate if nrate else 0.0
+        complete = all(not x.errors for x in p + n)
+        lines.append(
+            f"| {w.title} | {prate:.0f} {unit} | {nrate:.0f} {unit} | {ratio:.2f}x | "
+            f"{_med([x.cpu_per_gb for x in p]):.2f} | {_med([x.cpu_per_gb for x in n]):.2f} | "
+            f"{'yes' if complete else 'NO'} |"
+        )
+    lines += [
+        "",
+        "| memory (RSS) | idle | with open keep-alive connections | per connection |",
+        "|---|---|---|---|",
+    ]
+    conns = 100 if smoke else 1000
+    for name, (before, after) in memory.items():
+        lines.append(f"| {name} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB ({conns}) | "
+                     f"{(after - before) / conns:.1f} KiB |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def _nginx_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=5)
+        return out.stderr.strip().split("/")[-1]
+    return "?"
+
+
+def broken(res: dict[str, dict[str, list[Run]]]) -> list[str]:
+    return sorted(
+        {f"{key}/{name}" for key, by in res.items() for name, rs in by.items() for x in rs if x.errors}
+    )
+
+
+def run(
+    smoke: bool, rounds: int | None = None, out: Path | None = None, work: Path | None = None
+) -> tuple[str, bool]:
+    """The whole HTTP bench: (markdown, every transfer complete and correct)."""
+    if not Path(NGINX).exists():
+        return "## HTTP: nginx is not installed (Debian nginx-light): skipped\n", True
+    with workdir(work) as w:
+        root = w / "root"
+        res, memory, wls = bench(smoke, rounds or (1 if smoke else 3), w, root)
+    md = report(res, memory, wls, smoke, rounds or (1 if smoke else 3))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(md)
+    bad = broken(res)
+    if bad:
+        print(f"bench.http: incomplete or incorrect runs: {bad}", file=sys.stderr)
+    return md, not bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds: small sizes, correctness only")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="keep files and logs here (default: a temp dir)")
+    args = ap.parse_args(argv)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    out = None if args.smoke else BENCH / "results" / f"http-{stamp}.md"
+    md, ok = run(args.smoke, args.rounds, out, args.work)
+    print(md)
+    if out is not None:
+        print(f"bench.http: written {out}")
+    return 0 if ok or not args.smoke else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
