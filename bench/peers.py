@@ -54,19 +54,42 @@ def _atftpd() -> str:
     return str(setup_env.WORK / "atftpd" / "usr" / "sbin" / "atftpd")
 
 
+def _ours(name: str, python: str, tree: Path = REPO) -> tuple[Peer, Peer]:
+    """This project's TFTP and proxy servers as run by `python` (`-m proxydhcp`) from `tree`: the
+    checkout itself, or with --baseline an older tree, so a change is measured against it in one run."""
+    return (
+        Peer(
+            name, "tftp", "this project",
+            lambda c: [python, "-m", "proxydhcp", "tftp", "--root", str(c.root), "--address", "127.0.0.1",
+                       "--port", str(c.port), "--max-blksize", "1468", "--max-windowsize", "16"],
+            lambda: Path(python).exists(),
+            cwd=lambda c: tree,
+            windowsize=True,
+        ),
+        Peer(
+            name, "proxy", "this project",
+            lambda c: [python, "-m", "proxydhcp", "serve", "-i", c.iface, "-s", c.subnet,
+                       "--server-ip", c.server_ip, "--boot-file", "bios=undionly.kpxe",
+                       "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
+            lambda: Path(python).exists(),
+            cwd=lambda c: tree,
+        ),
+    )
+
+
+def baseline(python: Path) -> tuple[Peer, Peer]:
+    """`proxydhcp@base`: the proxydhcp that `python` imports (a virtual environment of an older
+    checkout, e.g. `git worktree add ../base REV` with its own .venv), run from that checkout."""
+    return _ours("proxydhcp@base", str(python), python.resolve().parent.parent.parent)
+
+
 _TFTPY = (
     "import logging, sys, tftpy; logging.getLogger('tftpy').setLevel(logging.ERROR); "
     "tftpy.TftpServer(sys.argv[1]).listen(sys.argv[2], int(sys.argv[3]))"
 )
 
 TFTP_PEERS: tuple[Peer, ...] = (
-    Peer(
-        "proxydhcp", "tftp", "this project",
-        lambda c: [sys.executable, "-m", "proxydhcp", "tftp", "--root", str(c.root), "--address", "127.0.0.1",
-                   "--port", str(c.port), "--max-blksize", "1468", "--max-windowsize", "16"],
-        lambda: (REPO / "proxydhcp" / "tftp" / "server.py").exists(),
-        windowsize=True,
-    ),
+    *_ours("proxydhcp", sys.executable)[:1],
     Peer(
         "tftpd-hpa", "tftp", "C",
         lambda c: ["in.tftpd", "-L", "-s", str(c.root), "-a", f"127.0.0.1:{c.port}"],
@@ -111,13 +134,7 @@ TFTP_PEERS: tuple[Peer, ...] = (
 )
 
 PROXY_PEERS: tuple[Peer, ...] = (
-    Peer(
-        "proxydhcp", "proxy", "this project",
-        lambda c: [sys.executable, "-m", "proxydhcp", "serve", "-i", c.iface, "-s", c.subnet,
-                   "--server-ip", c.server_ip, "--boot-file", "bios=undionly.kpxe",
-                   "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
-        lambda: (REPO / "proxydhcp" / "serve" / "service.py").exists(),
-    ),
+    *_ours("proxydhcp", sys.executable)[1:],
     Peer(
         "dnsmasq", "proxy", "C",
         lambda c: ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", f"--interface={c.iface}",

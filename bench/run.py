@@ -596,6 +596,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="proxydhcp's event loop: the one the install gives (uvloop on Linux, default) "
                     "or the standard asyncio loop (PROXYDHCP_EVENT_LOOP=asyncio)")
     ap.add_argument("--out", type=Path, default=None, help="where to write the markdown")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="PYTHON of an older checkout's .venv: adds proxydhcp@base to the same run")
     a = ap.parse_args(argv)
     if a.rounds is None:
         a.rounds = 1 if a.smoke else 3
@@ -607,7 +609,7 @@ def is_full_run(args: argparse.Namespace) -> bool:
     """Whether this run may replace the README's "latest full run": every workload, every peer, not
     --smoke, on the loop the install gives. A partial run (--only, --servers, --loop asyncio) still
     writes its own results file."""
-    if args.smoke or args.servers or args.loop != "installed":
+    if args.smoke or args.servers or args.loop != "installed" or args.baseline:
         return False
     every = {w.key for w in workloads(False)}
     return not args.only or every <= set(args.only.split(","))
@@ -643,11 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.only.split(","))
         wls = [w for w in wls if w.key in keep]
     wanted = set(args.servers.split(",")) if args.servers else None
+    base = peers.baseline(args.baseline) if args.baseline else ()
 
     def pick(group: tuple[peers.Peer, ...]) -> list[peers.Peer]:
         out = []
         for p in group:
-            if args.smoke and wanted is None and p.name not in peers.SMOKE_NAMES:
+            if args.smoke and wanted is None and p.name not in peers.SMOKE_NAMES and p not in base:
                 continue
             if wanted is not None and p.name not in wanted:
                 continue
@@ -659,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
             out.append(p)
         return out
 
-    tftp, proxy = pick(peers.TFTP_PEERS), pick(peers.PROXY_PEERS)
+    tftp, proxy = pick(peers.TFTP_PEERS + base[:1]), pick(peers.PROXY_PEERS + base[1:])
     names = list(dict.fromkeys([p.name for p in tftp] + [p.name for p in proxy]))
     procs = Procs()
     bench = Bench(args, procs, tools)
