@@ -8,9 +8,9 @@ configuration error with a one-line reason.
 from __future__ import annotations
 
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -377,7 +377,7 @@ def explain_cmd(
     if "--local-ip" in addresses:
         local = addresses["--local-ip"]
         found = settings.subnet_for(local)
-        network = found.cidr if found else None
+        network = cast(IPv4Network, found.cidr) if found else None
     else:
         note = f"note: receiving interface assumed to be {local} (use --local-ip to set it)\n"
     result = explain(

@@ -8,7 +8,7 @@ import it without opening a socket. Every exit is a `Verdict`; it raises only on
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.arch import arch_name
@@ -86,7 +86,7 @@ def _client_subnet(client: ClientInfo, receiver: Receiver, settings: Settings) -
     """The enabled subnet a client turned away by policy belongs to, for its record (None if none)."""
     address = client_address(client, receiver)
     subnet = None if address is ZERO or address == ZERO else settings.subnet_for(address)
-    return None if subnet is None else _network_text(subnet.cidr)
+    return None if subnet is None else _network_text(cast(IPv4Network, subnet.cidr))  # an IPv4 address's
 
 
 def process_datagram(

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,9 @@ class ProxyDhcpService:
             )
         try:
             chosen = sockets.select_interfaces(
-                sockets.interfaces(), settings.server.interfaces, [s.cidr for s in settings.subnet]
+                sockets.interfaces(),
+                settings.server.interfaces,
+                [s.cidr for s in settings.subnet if isinstance(s.cidr, IPv4Network)],
             )
         except sockets.InterfaceError as exc:
             raise StartupError(str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Literal
 
 from proxydhcp.config import IPXE_KEY, HostSettings, Settings, SubnetSettings
@@ -74,14 +74,22 @@ class _Tables:
     (the first entry, as `Settings.host_for`), and the rule labels. Settings are treated as immutable
     (the server swaps them whole on reload); replacing or resizing the subnet/host lists is noticed."""
 
-    __slots__ = ("host_count", "host_list", "hosts", "subnet_count", "subnet_list", "subnets")
+    __slots__ = ("host_count", "host_list", "hosts", "subnet_count", "subnet_list", "subnets", "subnets6")
 
     def __init__(self, settings: Settings) -> None:
         self.subnet_list, self.subnet_count = settings.subnet, len(settings.subnet)
         self.host_list, self.host_count = settings.host, len(settings.host)
         ranked = sorted(settings.subnet, key=lambda entry: -entry.cidr.prefixlen)  # stable: ties keep order
+        # One table per family: an IPv4 address as an int must never match an IPv6 prefix's mask.
         self.subnets: tuple[tuple[int, int, SubnetSettings, str], ...] = tuple(
-            (int(e.cidr.network_address), int(e.cidr.netmask), e, f"subnet {e.cidr}") for e in ranked
+            (int(e.cidr.network_address), int(e.cidr.netmask), e, f"subnet {e.cidr}")
+            for e in ranked
+            if e.cidr.version == 4
+        )
+        self.subnets6: tuple[tuple[int, int, SubnetSettings, str], ...] = tuple(
+            (int(e.cidr.network_address), int(e.cidr.netmask), e, f"subnet {e.cidr}")
+            for e in ranked
+            if e.cidr.version == 6
         )
         self.hosts: dict[str, HostSettings] = {}
         for entry in settings.host:
@@ -95,9 +103,9 @@ class _Tables:
             and len(settings.host) == self.host_count
         )
 
-    def subnet_for(self, address: IPv4Address) -> tuple[SubnetSettings, str] | None:
+    def subnet_for(self, address: IPv4Address | IPv6Address) -> tuple[SubnetSettings, str] | None:
         value = int(address)
-        for network, mask, subnet, label in self.subnets:
+        for network, mask, subnet, label in self.subnets if address.version == 4 else self.subnets6:
             if value & mask == network:
                 return subnet, label
         return None
@@ -139,23 +147,19 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
             else f"of {address}"
         )
         return Ignore(f"subnet {where} not enabled")
-    subnet, subnet_label = found
+    subnet, _ = found
     arch_key = arch_name(client.arch if client.arch is not None else 0)
-    host = tables.hosts.get(client.mac)
-    if host is not None and host.ignore:
-        return Ignore(f"host {client.mac} ignored")
-    chosen = _choose_file(client, settings, subnet, arch_key, subnet_label)
-    if host is not None and host.boot_file:
-        chosen = (host.boot_file, f"host {client.mac}")
-    if chosen is None:
-        return Ignore(f"no boot file for {arch_key}")
-    boot_file, rule = chosen
+    chosen = choose_boot_file(settings, found, arch_key, client.mac, client.is_ipxe)
+    if isinstance(chosen, Ignore):
+        return chosen
+    boot_file, rule, host = chosen
     style = offer_style(client, settings.server.uefi_mode, arch_key)
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI (R-50).
         return Ignore(f"boot file for {arch_key} is not a URL")
     server_ip = settings.server.server_ip or receiver.local_ip
-    next_server = (host.next_server if host is not None else None) or subnet.next_server or server_ip
+    subnet_next = subnet.next_server if isinstance(subnet.next_server, IPv4Address) else None
+    next_server = (host.next_server if host is not None else None) or subnet_next or server_ip
     # BootDecision(...) by its __dict__, as classify builds ClientInfo: the frozen __init__ costs more.
     decision: BootDecision = object.__new__(BootDecision)
     object.__setattr__(
@@ -174,12 +178,35 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     return decision
 
 
+def find_subnet(settings: Settings, address: IPv4Address | IPv6Address) -> tuple[SubnetSettings, str] | None:
+    """The enabled subnet (of the address's family) holding `address`, and its rule label; the one
+    lookup both the DHCPv4 and the DHCPv6 decisions use."""
+    return _tables(settings).subnet_for(address)
+
+
+def choose_boot_file(
+    settings: Settings, found: tuple[SubnetSettings, str], arch_key: str, mac: str | None, is_ipxe: bool
+) -> tuple[str, str, HostSettings | None] | Ignore:
+    """The boot-table choice shared by DHCPv4 and DHCPv6 (DESIGN.md §2): host entry > iPXE file >
+    subnet table > global table. Returns (boot file, rule, host entry) or why none."""
+    subnet, subnet_label = found
+    host = _tables(settings).hosts.get(mac) if mac is not None else None
+    if host is not None and host.ignore:
+        return Ignore(f"host {mac} ignored")
+    chosen = _choose_file(is_ipxe, settings, subnet, arch_key, subnet_label)
+    if host is not None and host.boot_file:
+        chosen = (host.boot_file, f"host {mac}")
+    if chosen is None:
+        return Ignore(f"no boot file for {arch_key}")
+    return chosen[0], chosen[1], host
+
+
 def _choose_file(
-    client: ClientInfo, settings: Settings, subnet: SubnetSettings, arch_key: str, subnet_label: str
+    is_ipxe: bool, settings: Settings, subnet: SubnetSettings, arch_key: str, subnet_label: str
 ) -> tuple[str, str] | None:
     # A client already running iPXE gets the iPXE script, which breaks the chainload loop (R-40);
     # without an `ipxe` key it falls through to the architecture table.
-    for key in (IPXE_KEY, arch_key) if client.is_ipxe else (arch_key,):
+    for key in (IPXE_KEY, arch_key) if is_ipxe else (arch_key,):
         table = subnet.boot
         if key in table:
             return table[key], f"{subnet_label} {key}"
