@@ -142,7 +142,7 @@ class Message:
 class RelayMessage:
     """Relay-Forward or Relay-Reply (RFC 8415 §9) with its inner message (option 9) decoded.
 
-    `options` holds every option but 9 (Interface-ID among them); encode puts 9 back first."""
+    `options` holds every option but 9 (Interface-ID among them); encode puts 9 back last."""
 
     msg_type: int
     hop_count: int
@@ -169,7 +169,7 @@ class RelayMessage:
         if not 0 <= self.hop_count <= 255:
             raise ValueError(f"hop count out of range: {self.hop_count}")
         head = bytes([self.msg_type, self.hop_count]) + self.link_address.packed + self.peer_address.packed
-        body = encode_options(((Opt.RELAY_MSG, self.inner.encode()), *self.options))
+        body = encode_options((*self.options, (Opt.RELAY_MSG, self.inner.encode())))
         return _check_size(head + body)
 
     @property
