@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 
 from proxydhcp import events, sockets6
 from proxydhcp.config import Settings
@@ -111,7 +111,7 @@ class Dhcp6Service:
         if not chosen:
             raise InterfaceError("none of the configured interfaces has an IPv6 address")
         self.duid = sockets6.server_duid(chosen)
-        ports = [(PXE6_PORT, settings.server.pxe_port, None)]
+        ports: list[tuple[int, int, IPv6Address | None]] = [(PXE6_PORT, settings.server.pxe_port, None)]
         if not settings.server.colocated:
             ports.insert(0, (DHCP6_PORT, settings.server.dhcp6_port, sockets6.ALL_DHCP_SERVERS))
         try:
