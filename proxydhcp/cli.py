@@ -8,7 +8,7 @@ configuration error with a one-line reason.
 from __future__ import annotations
 
 import sys
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -231,9 +231,9 @@ def tftp(
 ) -> None:
     """Run the TFTP server alone."""
     try:
-        IPv4Address(address)
+        ip_address(address)  # `::` listens on both families
     except ValueError:
-        raise fail(f"--address: not an IPv4 address: {address!r}") from None
+        raise fail(f"--address: not an IP address: {address!r}") from None
     if not root.is_dir():
         raise fail(f"--root: not a directory: {root}")
     setup_logging(log_format or "text", "debug" if verbose else "info")

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,8 +252,11 @@ class ProxyDhcpService:
             return
         if not cfg.root.is_dir():
             raise StartupError(f"tftp.root: not a directory: {cfg.root}")
+        root = cfg.root
+        if ipv6_prefixes(settings) and cfg.address == IPv4Address(0):
+            cfg = cfg.model_copy(update={"address": IPv6Address(0)})  # dual stack: IPv6 clients too
         server = TftpServer(
-            tftp_config(cfg, cfg.root), on_transfer=self._transfer_done, on_start=self._transfer_started
+            tftp_config(cfg, root), on_transfer=self._transfer_done, on_start=self._transfer_started
         )
         try:
             await server.start()

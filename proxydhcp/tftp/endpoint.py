@@ -98,9 +98,33 @@ class TransferStats:
         return self.bytes / self.duration / 1e6 if self.duration > 0 else 0.0
 
 
+def peer(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    """A socket address as (host, port): an IPv6 one (host, port, flowinfo, scope_id) keeps its scope
+    in the host text (`fe80::1%3`), which sendto and bind take back. Every client address in this
+    package has this form, so IPv4 and IPv6 transfers compare, key and log them alike."""
+    if len(addr) == 2:
+        return addr
+    scope = addr[3]
+    return (f"{addr[0]}%{scope}" if scope else addr[0]), addr[1]
+
+
+def _peer_recv_into(
+    recv_into: Callable[[bytearray], tuple[int, tuple[str, int]]],
+) -> Callable[[bytearray], tuple[int, tuple[str, int]]]:
+    def recv(buf: bytearray) -> tuple[int, tuple[str, int]]:
+        n, addr = recv_into(buf)
+        return n, peer(addr)
+
+    return recv
+
+
+def family_of(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def transfer_socket(local: str) -> socket.socket:
     """A fresh non-blocking socket on `local`, port chosen by the kernel: a new TID (RFC 1350)."""
-    sock = socket.socket(socket.AF_INET, _SOCK_TYPE)
+    sock = socket.socket(family_of(local), _SOCK_TYPE)
     try:
         if not _NONBLOCK:
             sock.setblocking(False)
@@ -154,7 +178,7 @@ class SocketPool:
             self._count -= 1
             return sock, addr
         sock = transfer_socket(local)
-        bound: tuple[str, int] = sock.getsockname()
+        bound = peer(sock.getsockname())
         self._own.addresses.add(bound)
         return sock, bound
 
@@ -263,9 +287,11 @@ class Transfer:
         self._tid_error_at = -TID_ERROR_INTERVAL
         self._repeat_at = -REPEAT_INTERVAL
         self.pool = pool
-        self.local: tuple[str, int] = local if local is not None else sock.getsockname()
+        self.local: tuple[str, int] = local if local is not None else peer(sock.getsockname())
         # Bound once: the lockstep path runs these once per block.
-        self._recv_into = sock.recvfrom_into
+        self._recv_into = (
+            sock.recvfrom_into if sock.family == socket.AF_INET else _peer_recv_into(sock.recvfrom_into)
+        )
         self._sendto = sock.sendto
         self._now = loop.time
         self._peer: socket.socket | None = None
@@ -295,7 +321,7 @@ class Transfer:
         Everything else reaches the unconnected socket, which still answers a stranger with ERROR 5,
         where a lone connected socket would leave the kernel to answer with ICMP. False, and no twin,
         where the kernel refuses (then the transfer socket does it all, as for a short transfer)."""
-        twin = socket.socket(socket.AF_INET, _SOCK_TYPE)
+        twin = socket.socket(self.sock.family, _SOCK_TYPE)
         try:
             if not _NONBLOCK:
                 twin.setblocking(False)
@@ -321,7 +347,7 @@ class Transfer:
                 n, addr = twin.recvfrom_into(buf)
             except OSError:
                 break
-            self._on_datagram(buf, n, addr)
+            self._on_datagram(buf, n, peer(addr))
         return True
 
     def _arm(self) -> None:
