@@ -221,7 +221,8 @@ class ProxyDhcpService:
         bound = "/".join(str(n) for _, n, _ in ports)
         mode = " (co-located: 4011 only)" if settings.server.colocated else ""
         fields = {"interfaces": [i.name for i in chosen], "subnets": [str(s.cidr) for s in settings.subnet]}
-        log.info("serving proxyDHCP on %s, UDP %s%s", names, bound, mode, extra={"fields": fields})
+        if chosen:  # none when only IPv6 prefixes are enabled (service6 said what it serves)
+            log.info("serving proxyDHCP on %s, UDP %s%s", names, bound, mode, extra={"fields": fields})
 
     def _start_dhcp6(self, settings: Settings) -> None:
         """The DHCPv6 proxy (service6), when an IPv6 prefix is enabled."""

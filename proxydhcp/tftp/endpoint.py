@@ -108,6 +108,16 @@ def peer(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
     return (f"{addr[0]}%{scope}" if scope else addr[0]), addr[1]
 
 
+def sockaddr(address: tuple[str, int]) -> tuple[str, int] | tuple[str, int, int, int]:
+    """`peer`'s form back to what bind/sendto/connect need: CPython drops a `%scope` in the host text
+    of a 2-tuple, so a scoped (link-local) address becomes (host, port, 0, scope)."""
+    host = address[0]
+    if "%" not in host:
+        return address
+    bare, _, scope = host.partition("%")
+    return bare, address[1], 0, int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+
+
 def _peer_recv_into(
     recv_into: Callable[[bytearray], tuple[int, tuple[str, int]]],
 ) -> Callable[[bytearray], tuple[int, tuple[str, int]]]:
@@ -128,7 +138,7 @@ def transfer_socket(local: str) -> socket.socket:
     try:
         if not _NONBLOCK:
             sock.setblocking(False)
-        sock.bind((local, 0))
+        sock.bind(sockaddr((local, 0)))
     except OSError:
         sock.close()
         raise
@@ -221,6 +231,7 @@ class Transfer:
     """One read transfer's I/O: its socket, its timer, its source; the decisions are `state`'s."""
 
     __slots__ = (
+        "_dest",
         "_filling",
         "_gso",
         "_gso_cmsg",
@@ -293,6 +304,7 @@ class Transfer:
             sock.recvfrom_into if sock.family == socket.AF_INET else _peer_recv_into(sock.recvfrom_into)
         )
         self._sendto = sock.sendto
+        self._dest = sockaddr(client)  # what sendto takes (self.client is the compared, logged form)
         self._now = loop.time
         self._peer: socket.socket | None = None
         self._peer_send: Callable[[bytes], int] | None = None
@@ -329,8 +341,8 @@ class Transfer:
             # a port another socket of ours holds.
             self.sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
             twin.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
-            twin.bind(self.local)
-            twin.connect(self.client)
+            twin.bind(sockaddr(self.local))
+            twin.connect(self._dest)
             self._loop.add_reader(twin.fileno(), self._on_lockstep)
         except OSError as exc:
             log.debug("no connected twin for the transfer to %s:%d: %s", *self.client, exc)
@@ -374,7 +386,7 @@ class Transfer:
 
     def _send(self, data: bytes) -> None:
         try:
-            self.sock.sendto(data, self.client)
+            self.sock.sendto(data, self._dest)
         except (BlockingIOError, InterruptedError):
             pass  # lost like any datagram: the timer resends
         except OSError as exc:
@@ -404,7 +416,7 @@ class Transfer:
                 return
             self._fill(base, min((first - 1 + max(state.windowsize, 1)) * blksize, state.size))
             return
-        client = self.client
+        client = self._dest
         try:
             if first == last:  # lockstep: the common case
                 self._sendto(_HEADERS[first & 0xFFFF] + view, client)
@@ -420,7 +432,7 @@ class Transfer:
 
     def _send_blocks(self, view: memoryview, first: int, last: int, blksize: int) -> None:
         sendto = self.sock.sendto
-        client = self.client
+        client = self._dest
         offset = 0
         for block in range(first, last + 1):
             sendto(_HEADERS[block & 0xFFFF] + view[offset : offset + blksize], client)
@@ -430,7 +442,7 @@ class Transfer:
         """The window as header/payload pairs gathered into GSO sends of `_gso` datagrams each; every
         datagram but the last is exactly blksize + 4 bytes, the kernel's segment size."""
         sendmsg = self.sock.sendmsg
-        client = self.client
+        client = self._dest
         per_send = self._gso
         cmsg = self._gso_cmsg
         block = first
@@ -539,7 +551,7 @@ class Transfer:
             if self._peer_send is not None:
                 self._peer_send(_HEADERS[(acked + 1) & 0xFFFF] + view)
             else:
-                self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self.client)
+                self._sendto(_HEADERS[(acked + 1) & 0xFFFF] + view, self._dest)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
@@ -579,7 +591,7 @@ class Transfer:
         self._tid_error_at = now
         log.debug("packet for %s:%d's transfer from %s:%d: unknown TID", *self.client, *addr)
         with contextlib.suppress(OSError):
-            self.sock.sendto(Error.of(ErrorCode.UNKNOWN_TID).encode(), addr)
+            self.sock.sendto(Error.of(ErrorCode.UNKNOWN_TID).encode(), sockaddr(addr))
 
     def _other_packet(self, data: bytes) -> None:
         try:

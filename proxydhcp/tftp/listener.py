@@ -38,6 +38,7 @@ from proxydhcp.tftp.endpoint import (
     family_of,
     peer,
     printable,
+    sockaddr,
 )
 from proxydhcp.tftp.files import (
     FileCache,
@@ -523,7 +524,7 @@ class TftpServer:
             log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
             return
         try:
-            sock.sendto(Error(exc.code, exc.message).encode(), client)
+            sock.sendto(Error(exc.code, exc.message).encode(), sockaddr(client))
         except OSError as err:
             log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
         self._pool.give(sock, address, client)
@@ -538,8 +539,8 @@ class TftpServer:
             family = family_of(client)
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 if local not in ("0.0.0.0", "::"):
-                    probe.bind((local, 0))
-                probe.connect((client, 9))
+                    probe.bind(sockaddr((local, 0)))
+                probe.connect(sockaddr((client, 9)))
                 if family == socket.AF_INET:
                     mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
                 else:

@@ -1,0 +1,229 @@
+"""proxydhcp's DHCPv6 proxy beside a real DHCPv6 server that knows nothing of PXE (dnsmasq-base: DHCPv6
++ router advertisements), on one lab segment, with a scripted client that follows EDK II's PXE over
+IPv6 sequence (issue 20): Solicit → both Advertises (dnsmasq's with an address, ours with 59 and
+no IA) → Request to dnsmasq → lease → boot-service Request to [proxy]:4011 from the lease and from
+the link-local address → Reply from [proxy]:4011 → TFTP over IPv6 of the file in that Reply.
+Then a flood of Solicits from many DUIDs: all answered, memory flat."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from proxydhcp.dhcp6 import options
+from proxydhcp.dhcp6.packet import IA_OPTIONS, MalformedDhcp6, Message, MessageType, Opt, decode
+from tests.dhcp6_requests import DUID_LLT, edk2_boot_request, edk2_solicit, opt, vendor_class
+from tests.integration import dhcpclient as dc
+from tests.integration.conftest import tftp_root
+from tests.netlab import Lab
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="needs dnsmasq-base"),
+]
+
+PREFIX = "2001:db8:78::"
+RTR, PXE = PREFIX + "1", PREFIX + "2"
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IPXE = b"MZ fake ipxe.efi " * 3000
+
+
+def no_dad(lab: Lab, *names: str) -> None:
+    """Addresses usable at once: no duplicate address detection in these namespaces (set before
+    their interfaces exist, so link-local addresses skip it too)."""
+    for name in names:
+        node = lab.ns(name)
+        for key in ("all", "default"):
+            node.run(["sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0"], check=False)
+            node.run(["sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=0"], check=False)
+
+
+def link_local(lab: Lab, name: str, dev: str = "eth0") -> str:
+    out = lab.ns(name).run(["ip", "-o", "-6", "addr", "show", "dev", dev, "scope", "link"]).stdout
+    return out.split()[3].split("/")[0]
+
+
+def udp6(lab: Lab, name: str, address: str, port: int, dev: str = "eth0") -> socket.socket:
+    with dc.in_netns(lab.ns(name).name):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        index = socket.if_nametoindex(dev)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, dev.encode())
+    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 1 << 23)
+    sock.bind((address, port, 0, index if address.startswith("fe80") else 0))
+    return sock
+
+
+def ifindex(lab: Lab, name: str, dev: str = "eth0") -> int:
+    with dc.in_netns(lab.ns(name).name):
+        return socket.if_nametoindex(dev)
+
+
+Got = list[tuple[Message, tuple[str, int, int, int]]]
+
+
+def collect(sock: socket.socket, window: float, until: Callable[[Got], bool] | None = None) -> Got:
+    got: Got = []
+    deadline = time.monotonic() + window
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        data, source = sock.recvfrom(65535)
+        with contextlib.suppress(MalformedDhcp6):
+            msg = decode(data)
+            if isinstance(msg, Message):
+                got.append((msg, source))
+        if until is not None and until(got):
+            break
+    return got
+
+
+def is_proxy(msg: Message) -> bool:
+    return msg.option(Opt.SERVERID) is not None and not msg.has_option(Opt.IA_NA)
+
+
+def assert_proxy_answer(msg: Message, mtype: int, xid: int) -> None:
+    assert msg.msg_type == mtype and msg.transaction_id == xid
+    assert not {code for code, _ in msg.options} & IA_OPTIONS  # never an address
+    assert msg.option(Opt.CLIENTID) == DUID_LLT
+    assert msg.option(Opt.VENDOR_CLASS) == bytes.fromhex("00000157 0009") + b"PXEClient"
+
+
+@pytest.fixture
+def v6lab(lab: Lab) -> Iterator[Lab]:
+    no_dad(lab, "wire", "rtr", "pxe", "cli")
+    lab.segment("10.78.0.0/24", {"rtr": "10.78.0.1", "pxe": "10.78.0.2", "cli": None})
+    lab.ns("rtr").run(["ip", "-6", "addr", "add", f"{RTR}/64", "dev", "eth0", "nodad"])
+    lab.ns("pxe").run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
+    # The DHCPv6 server and router advertisements (M=1, the prefix on-link): a real peer, no PXE.
+    lab.ns("rtr").spawn(
+        ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--conf-file=/dev/null",
+         "--port=0", "--bind-interfaces", "--interface=eth0", "--user=root",
+         f"--dhcp-range={PREFIX}100,{PREFIX}1ff,64,1h", "--enable-ra",
+         f"--dhcp-leasefile={lab.workdir}/dnsmasq6.leases", f"--pid-file={lab.workdir}/dnsmasq6.pid"],
+        log="rtr-dnsmasq6.log",
+    )  # fmt: skip
+    lab.ns("rtr").wait_udp_bound(547)
+    yield lab
+
+
+def test_edk2_sequence_beside_dnsmasq_dhcpv6(v6lab: Lab, start_proxy) -> None:
+    lab = v6lab
+    root = tftp_root({"ipxe.efi": IPXE})
+    proxy = start_proxy(
+        "pxe",
+        ["--interface", "eth0", "--subnet", f"{PREFIX}/64", "--boot-file", "efi-x64=ipxe.efi",
+         "--tftp-root", str(root)],
+        ready="serving DHCPv6 proxy",
+    )  # fmt: skip
+    duid = bytes.fromhex(proxy.wait_log("serving DHCPv6 proxy").rsplit("DUID ", 1)[1].split()[0])
+    client = udp6(lab, "cli", "::", 546)
+    group = ("ff02::1:2", 547, 0, ifindex(lab, "cli"))
+
+    # 1-2. The PXE Solicit: dnsmasq's Advertise (an address) and ours (2, 1, 59, 16; no IA).
+    xid = 0x16A001
+    client.sendto(edk2_solicit(xid), group)
+    got = collect(
+        client, 8.0, until=lambda g: len({is_proxy(m) for m, _ in g if m.transaction_id == xid}) == 2
+    )
+    ours = [(m, s) for m, s in got if is_proxy(m)]
+    theirs = [m for m, _ in got if not is_proxy(m) and m.msg_type == MessageType.ADVERTISE]
+    assert ours and theirs, f"want both Advertises, got {got}\n{proxy.log()}"
+    advertise, source = ours[0]
+    assert_proxy_answer(advertise, MessageType.ADVERTISE, xid)
+    assert [code for code, _ in advertise.options] == [2, 1, 59, 16]
+    assert advertise.option(Opt.SERVERID) == duid
+    assert advertise.option(Opt.BOOTFILE_URL) == f"tftp://[{PXE}]/ipxe.efi".encode()
+    assert source[0] == link_local(lab, "pxe") and source[1] == 547
+
+    # 3. The Request goes to dnsmasq (its Server ID): the lease. The proxy stays silent.
+    offer = theirs[0]
+    ia = offer.option(Opt.IA_NA)
+    assert ia is not None
+    request = (
+        bytes([3]) + (xid + 1).to_bytes(3, "big") + opt(1, DUID_LLT)
+        + opt(2, offer.option(Opt.SERVERID) or b"") + opt(3, ia) + opt(8, b"\x00\x00") + opt(61, b"\x00\x07")
+        + vendor_class(b"PXEClient:Arch:00007:UNDI:003000")
+    )  # fmt: skip
+    client.sendto(request, group)
+    replies = collect(client, 5.0, until=lambda g: any(m.msg_type == MessageType.REPLY for m, _ in g))
+    lease_reply = [m for m, _ in replies if m.msg_type == MessageType.REPLY]
+    assert lease_reply and not any(is_proxy(m) for m, _ in replies)
+    ia_body = lease_reply[0].option(Opt.IA_NA) or b""
+    inner = dict((code, value) for code, value in __import__(
+        "proxydhcp.dhcp6.packet", fromlist=["decode_options"]).decode_options(ia_body, 12))  # fmt: skip
+    lease = str(__import__("ipaddress").IPv6Address(inner[5][:16]))
+    assert lease.startswith(PREFIX)
+    lab.ns("cli").run(["ip", "-6", "addr", "add", f"{lease}/64", "dev", "eth0", "nodad"])
+
+    # 4. The boot-service Request from [lease]:4011 and from [link-local]:4011 to [proxy]:4011 →
+    #    a Reply from [proxy]:4011 (EDK II reads only that) to the request's address and port 4011.
+    for address in (lease, link_local(lab, "cli")):
+        sock = udp6(lab, "cli", address, 4011)
+        try:
+            sock.sendto(edk2_boot_request(duid, xid), (PXE, 4011))
+            answer = collect(sock, 5.0, until=lambda g: bool(g))
+            assert answer, f"no 4011 Reply to [{address}]:4011\n{proxy.log()}"
+            reply, src = answer[0]
+            assert src[:2] == (PXE, 4011), f"Reply from {src}, EDK II reads only [{PXE}]:4011"
+            assert_proxy_answer(reply, MessageType.REPLY, xid)
+            assert reply.option(Opt.BOOTFILE_URL) == f"tftp://[{PXE}]/ipxe.efi".encode()
+        finally:
+            sock.close()
+
+    # 5. TFTP over IPv6 of the file named in that Reply, from the lease and from link-local.
+    out = lab.workdir / "ipxe.efi"
+    fetched = lab.ns("cli").run(["curl", "-s", "-S", "-o", str(out), f"tftp://[{PXE}]/ipxe.efi"], check=False)
+    assert fetched.returncode == 0 and out.read_bytes() == IPXE, fetched.stderr
+    ll = link_local(lab, "pxe")
+    out.unlink()
+    fetched = lab.ns("cli").run(
+        ["curl", "-s", "-S", "-o", str(out), f"tftp://[{ll}%eth0]/ipxe.efi"], check=False
+    )
+    assert fetched.returncode == 0 and out.read_bytes() == IPXE, fetched.stderr
+    client.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError("no VmRSS")
+
+
+def test_solicit_flood_from_many_duids_memory_flat(v6lab: Lab, start_proxy) -> None:
+    lab = v6lab
+    proxy = start_proxy(
+        "pxe",
+        ["--interface", "eth0", "--subnet", f"{PREFIX}/64", "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
+        ready="serving DHCPv6 proxy",
+    )  # fmt: skip
+    client = udp6(lab, "cli", "::", 546)
+    group = ("ff02::1:2", 547, 0, ifindex(lab, "cli"))
+    per_round, answered, sizes = 1500, [], []
+    for round_ in range(3):
+        for i in range(per_round):
+            duid = options.duid_ll((0x020000000000 + round_ * per_round + i).to_bytes(6, "big"))
+            client.sendto(edk2_solicit(round_ * per_round + i, duid=duid, ia=True), group)
+            if i % 100 == 99:
+                time.sleep(0.02)  # the client side is one Python loop too: keep the queue bounded
+        got = collect(client, 6.0, until=lambda g: sum(is_proxy(m) for m, _ in g) >= per_round)
+        ours = [m for m, _ in got if is_proxy(m)]
+        for msg in ours:
+            assert not {code for code, _ in msg.options} & IA_OPTIONS
+        answered.append(len(ours))
+        sizes.append(rss_kib(proxy.pid()))
+    print(f"\nDHCPv6 Solicit flood: answered {answered} of {per_round} per round; VmRSS {sizes} KiB")
+    assert min(answered) >= per_round * 0.8, answered  # a flood may lose some; clients retransmit
+    assert sizes[-1] - sizes[0] < 4096, f"VmRSS grew {sizes} KiB over rounds of new DUIDs"
+    assert "Traceback" not in proxy.log()
+    client.close()
