@@ -9,6 +9,7 @@ Relay-Reply goes to the relay that sent the Relay-Forward.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv6Address
 from typing import NamedTuple
 
@@ -17,7 +18,7 @@ from proxydhcp.dhcp6 import packet as dhcp6
 from proxydhcp.dhcp6.packet import MalformedDhcp6
 from proxydhcp.events import DecisionRecord, Outcome, Stage
 from proxydhcp.pxe.classify import Ignore
-from proxydhcp.pxe6.classify import Client6, classify6
+from proxydhcp.pxe6.classify import PXE6_PORT, Client6, classify6
 from proxydhcp.pxe6.policy import Receiver6, client_place, decide6
 from proxydhcp.pxe6.reply import build_reply6, wrap_relay_reply
 
@@ -31,6 +32,32 @@ class Verdict6(NamedTuple):
     reply: bytes | None
     destination: Source6 | None
     record: DecisionRecord
+    # The same reply to the client's PXE lease too (see `lease_hint`), when it differs from the source.
+    also: tuple[Source6, ...] = ()
+    # (Client ID, addresses) a PXE client asked the address server for: the service remembers them.
+    learned: tuple[bytes, tuple[IPv6Address, ...]] | None = None
+
+
+# EDK II's PxeBcUdpRead takes the 4011 Reply only when it is addressed to the PXE lease (StationIp,
+# PxeBcCheckByDestIp), but its Ip6 layer may send the Request from another of its addresses (the
+# firmware's own earlier lease, SLAAC or link-local: issue 20, and an OVMF run here: Request from
+# fd77::17a, lease fd77::1ee, PXE-E16). The lease is the address in the IA of the Request the client
+# multicasts to the address server, which the proxy sees and otherwise ignores.
+def lease_hint(msg: dhcp6.Message) -> tuple[bytes, tuple[IPv6Address, ...]] | None:
+    """(Client ID, IA_NA addresses) of a PXE client's Request to another server, else None."""
+    if msg.msg_type != dhcp6.MessageType.REQUEST or not msg.has_option(dhcp6.Opt.VENDOR_CLASS):
+        return None
+    client_id, ia = msg.option(dhcp6.Opt.CLIENTID), msg.option(dhcp6.Opt.IA_NA)
+    if client_id is None or ia is None or len(ia) < 12:
+        return None
+    try:
+        inner = dhcp6.decode_options(ia, 12)  # IAID, T1, T2, then options (RFC 8415 §21.4)
+    except MalformedDhcp6:
+        return None
+    addresses = tuple(
+        IPv6Address(value[:16]) for code, value in inner if code == dhcp6.Opt.IAADDR and len(value) >= 24
+    )
+    return (client_id, addresses[:4]) if addresses else None
 
 
 def _host(text: str) -> IPv6Address:
@@ -50,8 +77,10 @@ def process_datagram6(
     receiver: Receiver6,
     settings: Settings,
     server_duid: bytes,
+    leases: Mapping[bytes, tuple[IPv6Address, ...]] | None = None,
 ) -> Verdict6:
-    """`port` is the logical listener (547 or 4011). Raises only on bugs."""
+    """`port` is the logical listener (547 or 4011); `leases` maps Client IDs to what `learned`
+    said earlier (the 4011 Reply goes there too). Raises only on bugs."""
     src = _src_text(source)
     iface = receiver.iface
     try:
@@ -67,7 +96,8 @@ def process_datagram6(
             Outcome.IGNORE, Stage.CLASSIFY, port, iface, src, None, inner.transaction_id, inner.type_name,
             reason=client.reason,
         )  # fmt: skip
-        return Verdict6(None, None, record)
+        learned = lease_hint(inner) if client.reason == "addressed to another server" else None
+        return Verdict6(None, None, record, (), learned)
     decision = decide6(client, settings, receiver)
     who = _who(client)
     arch = decision.arch_key if not isinstance(decision, Ignore) else _arch(client)
@@ -85,11 +115,15 @@ def process_datagram6(
     )
     wire = wrap_relay_reply(request, reply).encode()
     destination: Source6 = (source[0].partition("%")[0], source[1], 0, source[3])
+    also: tuple[Source6, ...] = ()
+    if port == PXE6_PORT and leases and client.client_id is not None:
+        sent_from = _host(source[0])
+        also = tuple((str(a), source[1], 0, 0) for a in leases.get(client.client_id, ()) if a != sent_from)
     record = DecisionRecord(
         Outcome.ANSWER, Stage.SEND, port, iface, src, who, client.transaction_id, inner.type_name, arch,
         str(decision.subnet), None, decision.url, str(decision.server), _src_text(destination), decision.rule,
     )  # fmt: skip
-    return Verdict6(wire, destination, record)
+    return Verdict6(wire, destination, record, also)
 
 
 def _who(client: Client6) -> str | None:

@@ -60,7 +60,11 @@ GIVE_UP = {
     "bios": re.compile(r"No bootable device"),
     "pxelinux": re.compile(r"No bootable device"),
     "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
+    "uefi6": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv6'),
 }
+# IPv6 topology (ipv6=True): dnsmasq on corp is the DHCPv6 server (M=1 router advertisements with
+# the prefix on-link, issue 20); proxydhcp answers the PXE Solicit for this prefix.
+PREFIX6, CORP_IP6, PXE_IP6 = "fd77::/64", "fd77::1", "fd77::2"
 
 # Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
 MARKER_GRACE = 2.0
@@ -192,8 +196,10 @@ class Topology:
         proxy: str | None = None,
         hosts: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        ipv6: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.ipv6 = ipv6
         self.relay = relay
         self.colocated = colocated
         self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
@@ -256,6 +262,12 @@ class Topology:
             rtr.start_dhcrelay("eth1", "eth0", helpers)
             self._start_ra(rtr, "eth1", "fd78::1")
             self.log(f"router: dhcrelay on {RTR2_IP} forwarding to {', '.join(helpers)} (ip helper-address)")
+        if self.ipv6 and not self.colocated:
+            pxe = lab.ns("pxe")
+            pxe.run(
+                ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0"]
+            )
+            pxe.run(["ip", "addr", "add", f"{PXE_IP6}/64", "dev", "eth0", "nodad"])
         self.start_proxy()
 
     def close(self) -> None:
@@ -290,13 +302,15 @@ class Topology:
             # PXE spec "DHCP and boot service on one host": the DHCP server itself says PXEClient.
             extra += '\noption vendor-class-identifier "PXEClient";'
         corp.start_dhcpd("eth0", subnets, extra=extra)
-        self._start_ra(corp, "eth0", "fd77::1")
+        # ipv6: a stateful DHCPv6 server (dnsmasq, nothing about PXE) and M=1 RAs; else RAs only.
+        self._start_ra(corp, "eth0", CORP_IP6, dhcp6=self.ipv6)
         self.log(
             f"corporate DHCP: ISC dhcpd on {CORP_IP}" + (", option 60 PXEClient" if self.colocated else "")
         )
 
-    def _start_ra(self, node: Netns, iface: str, addr: str) -> None:
-        """IPv6 router advertisements only: without one iPXE waits ~15 s per stage for IPv6."""
+    def _start_ra(self, node: Netns, iface: str, addr: str, dhcp6: bool = False) -> None:
+        """IPv6 router advertisements only: without one iPXE waits ~15 s per stage for IPv6. With
+        `dhcp6`, dnsmasq is also the network's ordinary DHCPv6 server (addresses, no boot file)."""
         node.run(
             [
                 "sysctl",
@@ -322,7 +336,10 @@ class Topology:
                     "pid-file=",
                     f"dhcp-leasefile={self.workdir / (node.name + '-ra.leases')}",
                     "enable-ra",
-                    f"dhcp-range=::,constructor:{iface},ra-only,64,10m",
+                    f"dhcp-range=::100,::1ff,constructor:{iface},64,10m"
+                    if dhcp6
+                    else f"dhcp-range=::,constructor:{iface},ra-only,64,10m",
+                    "log-dhcp" if dhcp6 else "",
                     "",
                 ]
             )
@@ -363,6 +380,8 @@ class Topology:
         subnets = [LOCAL_NET, RELAY_NET] if self.relay else [LOCAL_NET]
         if self.proxy_kind == "proxydhcp":
             argv = [sys.executable, "-m", "proxydhcp", "serve", "--interface", "eth0"]
+            if self.ipv6:
+                subnets = [*subnets, PREFIX6]
             for cidr in subnets:
                 argv += ["--subnet", cidr]
             argv += [
@@ -556,7 +575,7 @@ class Topology:
                 "-device",
                 f"e1000,netdev=n0,mac={vm.mac},bootindex=1",
             ]
-        elif vm.firmware == "uefi":
+        elif vm.firmware in ("uefi", "uefi6"):
             # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
             variables = bdir / f"{vm.name}-ovmf-vars.fd"
             shutil.copyfile(OVMF_VARS, variables)
@@ -572,6 +591,9 @@ class Topology:
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
             ]
+            if vm.firmware == "uefi6":
+                # PXE over IPv6 first (issue 20): without this OVMF spends up to 60 s on PXEv4.
+                argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")
