@@ -10,6 +10,7 @@ ID; datagrams are decoded with the codec `serve` runs (`proxydhcp.dhcp6`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -121,6 +122,8 @@ def build_clients(datagrams: Iterable[Datagram6]) -> list[Client6]:
                 c.http = vendor.data[0].startswith(b"HTTPClient")
             if c.base.arch is None:
                 c.base.arch = arches[0] if arches else (options.vendor_arch(vendor.data) if vendor else None)
+            with contextlib.suppress(MalformedDhcp6):
+                c.base.ipxe = c.base.ipxe or b"iPXE" in options.user_class(msg.option(Opt.USER_CLASS))
         _feed(c, msg, d)
         for lease in c.leases:  # its TFTP requests come from its lease
             by_address.setdefault(str(lease), c)
@@ -183,6 +186,13 @@ def judge6(c: Client6) -> Verdict:
     """The verdict on one DHCPv6 boot client, with the IPv4 verdict's fields."""
     if c.rrqs:
         return Verdict("booted", "TFTP", None, f"requested {c.rrqs[-1]!r} over TFTP on IPv6", "")
+    if c.base.ipxe and not c.requests_4011:
+        return Verdict(
+            "incomplete", "Advertise", None,
+            "iPXE: it drops every Advertise without an address, so it cannot boot from a DHCPv6 proxy; "
+            "it boots by its DHCPv4 route (dual stack) or an embedded script",
+            "enable the IPv4 subnet too (the DHCPv4 proxy answers iPXE), or embed the script in iPXE",
+        )  # fmt: skip
     if c.replies_4011:
         src, sport, dst, dport = c.replies_4011[-1]
         if sport != 4011 or dport != 4011:

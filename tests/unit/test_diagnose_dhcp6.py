@@ -59,3 +59,17 @@ def test_captures_are_what_the_generator_writes(tmp_path: Path, monkeypatch: pyt
     make_captures6.main()
     for made in tmp_path.glob("dhcp6-*.pcap"):
         assert made.read_bytes() == (HERE / made.name).read_bytes(), made.name
+
+
+def test_real_ovmf_pxe_over_ipv6_capture() -> None:
+    # Recorded by tests/e2e/test_boot_ipv6.py (OVMF 2022.11 beside dnsmasq DHCPv6 + RA), the DHCPv6,
+    # 4011 and TFTP read requests only: the firmware boots; iPXE's own Solicit is explained, not failed.
+    report = diagnose(HERE.parent / "ovmf-pxev6-dnsmasq-proxydhcp.pcap")
+    firmware, ipxe = report.clients
+    assert (firmware.client.mac, firmware.verdict.verdict, firmware.verdict.step) == (
+        "52:54:00:77:00:06", "booted", "TFTP",
+    )  # fmt: skip
+    kinds = [e.kind for e in firmware.client.events]
+    assert kinds[:3] == ["SOLICIT", "ADVERTISE", "ADVERTISE"] and "RRQ" in kinds
+    assert ipxe.client.ipxe and ipxe.verdict.verdict == "incomplete"
+    assert "drops every Advertise without an address" in ipxe.verdict.cause
