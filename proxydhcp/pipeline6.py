@@ -9,7 +9,6 @@ Relay-Reply goes to the relay that sent the Relay-Forward.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from ipaddress import IPv6Address
 from typing import NamedTuple
 
@@ -32,32 +31,16 @@ class Verdict6(NamedTuple):
     reply: bytes | None
     destination: Source6 | None
     record: DecisionRecord
-    # The same reply to the client's PXE lease too (see `lease_hint`), when it differs from the source.
-    also: tuple[Source6, ...] = ()
-    # (Client ID, addresses) a PXE client asked the address server for: the service remembers them.
-    learned: tuple[bytes, tuple[IPv6Address, ...]] | None = None
+    # Send the reply again after these delays (seconds): see `REPEATS`.
+    repeat: tuple[float, ...] = ()
 
 
-# EDK II's PxeBcUdpRead takes the 4011 Reply only when it is addressed to the PXE lease (StationIp,
-# PxeBcCheckByDestIp), but its Ip6 layer may send the Request from another of its addresses (the
-# firmware's own earlier lease, SLAAC or link-local: issue 20, and an OVMF run here: Request from
-# fd77::17a, lease fd77::1ee, PXE-E16). The lease is the address in the IA of the Request the client
-# multicasts to the address server, which the proxy sees and otherwise ignores.
-def lease_hint(msg: dhcp6.Message) -> tuple[bytes, tuple[IPv6Address, ...]] | None:
-    """(Client ID, IA_NA addresses) of a PXE client's Request to another server, else None."""
-    if msg.msg_type != dhcp6.MessageType.REQUEST or not msg.has_option(dhcp6.Opt.VENDOR_CLASS):
-        return None
-    client_id, ia = msg.option(dhcp6.Opt.CLIENTID), msg.option(dhcp6.Opt.IA_NA)
-    if client_id is None or ia is None or len(ia) < 12:
-        return None
-    try:
-        inner = dhcp6.decode_options(ia, 12)  # IAID, T1, T2, then options (RFC 8415 §21.4)
-    except MalformedDhcp6:
-        return None
-    addresses = tuple(
-        IPv6Address(value[:16]) for code, value in inner if code == dhcp6.Opt.IAADDR and len(value) >= 24
-    )
-    return (client_id, addresses[:4]) if addresses else None
+# EDK II's PxeBcRequestBootService configures its UDP read instance only after sending the 4011 Request
+# (UdpWrite, then Udp6Read->Configure, then UdpRead): a Reply that arrives in between is lost, and
+# the firmware gives PXE-E16 about 3 s later without retrying. Under QEMU/TCG the proxy answers in
+# under a millisecond and lost that race in one OVMF run of four here, so the 4011 Reply is sent again
+# within the firmware's wait; a copy that arrives after the firmware moved on is dropped by it.
+REPEATS = (0.25, 1.0)
 
 
 def _host(text: str) -> IPv6Address:
@@ -77,10 +60,8 @@ def process_datagram6(
     receiver: Receiver6,
     settings: Settings,
     server_duid: bytes,
-    leases: Mapping[bytes, tuple[IPv6Address, ...]] | None = None,
 ) -> Verdict6:
-    """`port` is the logical listener (547 or 4011); `leases` maps Client IDs to what `learned`
-    said earlier (the 4011 Reply goes there too). Raises only on bugs."""
+    """`port` is the logical listener (547 or 4011). Raises only on bugs."""
     src = _src_text(source)
     iface = receiver.iface
     try:
@@ -96,8 +77,7 @@ def process_datagram6(
             Outcome.IGNORE, Stage.CLASSIFY, port, iface, src, None, inner.transaction_id, inner.type_name,
             reason=client.reason,
         )  # fmt: skip
-        learned = lease_hint(inner) if client.reason == "addressed to another server" else None
-        return Verdict6(None, None, record, (), learned)
+        return Verdict6(None, None, record)
     decision = decide6(client, settings, receiver)
     who = _who(client)
     arch = decision.arch_key if not isinstance(decision, Ignore) else _arch(client)
@@ -115,15 +95,11 @@ def process_datagram6(
     )
     wire = wrap_relay_reply(request, reply).encode()
     destination: Source6 = (source[0].partition("%")[0], source[1], 0, source[3])
-    also: tuple[Source6, ...] = ()
-    if port == PXE6_PORT and leases and client.client_id is not None:
-        sent_from = _host(source[0])
-        also = tuple((str(a), source[1], 0, 0) for a in leases.get(client.client_id, ()) if a != sent_from)
     record = DecisionRecord(
         Outcome.ANSWER, Stage.SEND, port, iface, src, who, client.transaction_id, inner.type_name, arch,
         str(decision.subnet), None, decision.url, str(decision.server), _src_text(destination), decision.rule,
     )  # fmt: skip
-    return Verdict6(wire, destination, record, also)
+    return Verdict6(wire, destination, record, REPEATS if port == PXE6_PORT else ())
 
 
 def _who(client: Client6) -> str | None:

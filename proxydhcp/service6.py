@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 
@@ -26,7 +25,6 @@ from proxydhcp.sockets import InterfaceError
 
 log = logging.getLogger("proxydhcp.server")
 
-LEASES_MAX = 4096  # remembered PXE leases (a boot storm's worth); ~200 bytes each
 RECV_BATCH = 128  # datagrams per wakeup, as on IPv4
 RECV_SIZE = 65535
 ANC_SIZE = socket.CMSG_SPACE(sockets6.IN6_PKTINFO.size)
@@ -103,9 +101,7 @@ class Dhcp6Service:
         self._serving = serving
         self.endpoints: list[Dhcp6Endpoint] = []
         self.duid = b""
-        # Client ID → the addresses its PXE Request asked the address server for (pipeline6.lease_hint);
-        # bounded, oldest dropped first: a flood of DUIDs cannot grow it.
-        self.leases: OrderedDict[bytes, tuple[IPv6Address, ...]] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> list[sockets6.Interface6]:
         """Bind 547 (joined to ff02::1:2) and 4011 on each served interface. Raises InterfaceError or
@@ -116,6 +112,7 @@ class Dhcp6Service:
         if not chosen:
             raise InterfaceError("none of the configured interfaces has an IPv6 address")
         self.duid = sockets6.server_duid(chosen)
+        self._loop = loop
         ports: list[tuple[int, int, IPv6Address | None]] = [(PXE6_PORT, settings.server.pxe_port, None)]
         if not settings.server.colocated:
             ports.insert(0, (DHCP6_PORT, settings.server.dhcp6_port, sockets6.ALL_DHCP_SERVERS))
@@ -130,12 +127,6 @@ class Dhcp6Service:
             self.close()
             raise
         return chosen
-
-    def _learn(self, client_id: bytes, addresses: tuple[IPv6Address, ...]) -> None:
-        self.leases.pop(client_id, None)
-        self.leases[client_id] = addresses
-        while len(self.leases) > LEASES_MAX:
-            self.leases.popitem(last=False)
 
     def refresh(self) -> None:
         """Re-read the interfaces' addresses (on reload)."""
@@ -159,11 +150,9 @@ class Dhcp6Service:
         try:
             verdict = process_datagram6(
                 data, source, port=endpoint.port, receiver=endpoint.receiver, settings=self._settings(),
-                server_duid=self.duid, leases=self.leases,
+                server_duid=self.duid,
             )  # fmt: skip
             rec = verdict.record
-            if verdict.learned is not None:
-                self._learn(*verdict.learned)
             if verdict.reply is not None and verdict.destination is not None:
                 local = sockets6.destination_of(ancdata)
                 # A unicast request (4011, a relay) is answered from the address it was sent to; a
@@ -173,9 +162,11 @@ class Dhcp6Service:
                     if local is not None and not local.is_multicast
                     else []
                 )
-                for extra in verdict.also:  # the PXE lease first: EDK II reads the Reply only there
-                    endpoint.send(verdict.reply, extra, ancillary)
                 endpoint.send(verdict.reply, verdict.destination, ancillary)
+                loop = self._loop
+                if loop is not None:
+                    for delay in verdict.repeat:  # see pipeline6.REPEATS
+                        loop.call_later(delay, endpoint.send, verdict.reply, verdict.destination, ancillary)
         except Exception as exc:
             rec = DecisionRecord(
                 Outcome.ERROR, Stage.POLICY, port=endpoint.port, iface=endpoint.iface.name,

@@ -19,7 +19,7 @@ HERE = Path(make_captures6.__file__).resolve().parent
         ("dhcp6-booted.pcap", "booted", "TFTP", None, None),
         ("dhcp6-no-bootfile-url.pcap", "failed", "Advertise", "dhcp6-no-bootfile-url", "PXE-E16"),
         ("dhcp6-solicit-repeated.pcap", "failed", "Solicit", "dhcp6-no-proxy", "PXE-E16"),
-        ("dhcp6-4011-not-to-lease.pcap", "failed", "4011 reply", "dhcp6-4011-lease", "PXE-E16"),
+        ("dhcp6-4011-reply-lost.pcap", "failed", "4011 reply", "dhcp6-4011-reply-lost", "PXE-E16"),
         ("dhcp6-no-vendor-class.pcap", "failed", "Advertise", "dhcp6-no-vendor-class", None),
         ("dhcp6-no-4011-request.pcap", "failed", "4011 request", "dhcp6-no-4011-request", "PXE-E16"),
     ],

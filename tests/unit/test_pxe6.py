@@ -262,29 +262,11 @@ def test_config_takes_ipv6_prefixes_and_rejects_mistakes(tmp_path: object) -> No
     assert DUID_LLT.endswith(MAC)
 
 
-def test_4011_reply_also_goes_to_the_pxe_lease_the_client_requested() -> None:
-    # OVMF, measured here: the boot-service Request left from the firmware's earlier lease (fd77::17a)
-    # while its PXE lease was fd77::1ee; EDK II reads the Reply only at the PXE lease (StationIp).
-    from proxydhcp.pipeline6 import lease_hint
+def test_4011_reply_is_repeated_and_the_advertise_is_not() -> None:
+    # EDK II opens its read instance only after sending the 4011 Request: a Reply that wins that race
+    # is lost (PXE-E16, seen once in four OVMF runs), so the service sends it again (pipeline6.REPEATS).
+    from proxydhcp.pipeline6 import REPEATS
 
-    ia = bytes.fromhex("00000001 0000012c 0000020d") + opt(
-        5, IPv6Address("2001:db8:1::1ee").packed + bytes(8)
-    )
-    to_server = bytes([3, 0, 0, 9]) + opt(1, DUID_LLT) + opt(2, options.duid_ll(bytes(6))) + opt(3, ia)
-    learned = run(to_server + vendor_class(b"PXEClient:Arch:00007:UNDI:003000")).learned
-    assert learned == (DUID_LLT, (IPv6Address("2001:db8:1::1ee"),))
-    assert run(to_server).learned is None  # not a PXE client: nothing remembered
-    assert lease_hint(decode(edk2_solicit())) is None  # type: ignore[arg-type]
-    leases = dict([learned])
-    source = ("2001:db8:1::17a", 4011, 0, 0)
-    verdict = process_datagram6(
-        edk2_boot_request(SERVER_DUID), source, port=4011, receiver=RECEIVER, settings=SETTINGS,
-        server_duid=SERVER_DUID, leases=leases,
-    )  # fmt: skip
-    assert verdict.destination == source
-    assert verdict.also == (("2001:db8:1::1ee", 4011, 0, 0),)
-    same = process_datagram6(
-        edk2_boot_request(SERVER_DUID), ("2001:db8:1::1ee", 4011, 0, 0), port=4011, receiver=RECEIVER,
-        settings=SETTINGS, server_duid=SERVER_DUID, leases=leases,
-    )  # fmt: skip
-    assert same.also == ()  # sent from the lease: one Reply
+    boot = run(edk2_boot_request(SERVER_DUID), port=4011, source=("2001:db8:1::17a", 4011, 0, 0))
+    assert boot.reply is not None and boot.repeat == REPEATS and 0 < REPEATS[0] < REPEATS[-1] < 3
+    assert run(edk2_solicit()).repeat == ()
