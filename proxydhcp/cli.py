@@ -400,6 +400,9 @@ def probe_cmd(
     mac: Annotated[str | None, typer.Option("--mac", help="Client MAC (default: the interface's).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to collect offers.")] = 5.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ipv6: Annotated[
+        bool, typer.Option("-6", "--ipv6", help="Act as a PXE/HTTP boot client over IPv6 (DHCPv6, RFC 5970).")
+    ] = False,
 ) -> None:
     """Act as a PXE client on a segment (no lease taken); exit 0 only if such a client would boot."""
     import json
@@ -412,7 +415,13 @@ def probe_cmd(
     except ValueError as exc:
         raise fail(f"--arch: {exc}") from None
     try:
-        result = probe(interface, code, mac, timeout)
+        if ipv6:
+            from proxydhcp.probe6 import probe6
+
+            # BIOS has no IPv6 PXE: the default architecture means x64 UEFI there.
+            result = probe6(interface, 7 if code == 0 else code, mac, timeout)
+        else:
+            result = probe(interface, code, mac, timeout)
     except ProbeError as exc:
         raise fail(str(exc)) from None
     if json_out:

@@ -11,6 +11,7 @@ import contextlib
 import select
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -229,3 +230,43 @@ def test_solicit_flood_from_many_duids_memory_flat(v6lab: Lab, start_proxy) -> N
     assert sizes[-1] - sizes[0] < 4096, f"VmRSS grew {sizes} KiB over rounds of new DUIDs"
     assert "Traceback" not in proxy.log()
     client.close()
+
+
+def _probe6(lab: Lab, *args: str) -> tuple[int, dict]:
+    import json
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYDHCP_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        lab.ns("cli").cmd([sys.executable, "-m", "proxydhcp", "probe", "-6", "-i", "eth0", "--json", *args]),
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_probe_6_follows_the_edk2_sequence(v6lab: Lab, start_proxy) -> None:
+    lab = v6lab
+    # Without the proxy: dnsmasq answers the Solicit alone, the classic failure in its IPv6 form.
+    code, result = _probe6(lab, "--timeout", "2")
+    assert code == 1 and result["ready"] is False
+    (client,) = result["clients"]
+    assert (client["verdict"], client["step"]) == ("failed", "Solicit"), result["summary"]
+    assert "no Advertise carried a Boot File URL" in client["cause"]
+
+    root = tftp_root({"ipxe.efi": IPXE})
+    start_proxy(
+        "pxe",
+        ["--interface", "eth0", "--subnet", f"{PREFIX}/64", "--boot-file", "efi-x64=ipxe.efi",
+         "--tftp-root", str(root)],
+        ready="serving DHCPv6 proxy",
+    )  # fmt: skip
+    code, result = _probe6(lab, "--timeout", "3")
+    assert code == 0 and result["ready"], result["summary"]
+    assert f"tftp://[{PXE}]/ipxe.efi: {len(IPXE)} bytes" in result["summary"]
+    events = [e["event"] for e in result["clients"][0]["timeline"]]
+    assert events[0] == "SOLICIT" and events.count("ADVERTISE") == 2 and "RRQ" in events
+    assert tuple(events[events.index("REQUEST") : events.index("REQUEST") + 2]) == ("REQUEST", "REPLY")
+    shutil.rmtree(root, ignore_errors=True)
