@@ -342,6 +342,10 @@ def explain_cmd(
     ipxe_boot_file: IpxeOpt = None,
     server_ip: ServerIpOpt = None,
     colocated: ColocatedOpt = False,
+    ipv6: Annotated[
+        bool,
+        typer.Option("-6", "--ipv6", help="A DHCPv6 PXE client (--giaddr: the relay's link-address)."),
+    ] = False,
 ) -> None:
     """Say what the service would answer a client, and why: subnet, rule, boot file, exact reply.
 
@@ -359,6 +363,9 @@ def explain_cmd(
         server_ip=server_ip,
         colocated=colocated,
     )
+    if ipv6:
+        _explain6(settings, mac, arch, user_class, giaddr, client_ip, local_ip)
+        return
     try:
         mac = normalize_mac(mac)
         code = parse_arch(arch)
@@ -434,6 +441,45 @@ def probe_cmd(
         typer.echo(result.report.render_text(), nl=False)
         typer.echo(result.summary)
     raise typer.Exit(0 if result.ready else 1)
+
+
+def _explain6(
+    settings: Any,
+    mac: str,
+    arch: str,
+    user_class: str | None,
+    giaddr: str | None,
+    client_ip: str | None,
+    local_ip: str | None,
+) -> None:
+    from ipaddress import IPv6Address
+
+    from proxydhcp.config import normalize_mac
+    from proxydhcp.dhcp.arch import parse_arch
+    from proxydhcp.pxe6.explain import explain6
+
+    try:
+        mac = normalize_mac(mac)
+        code = parse_arch(arch)
+        addresses: dict[str, IPv6Address] = {}
+        for flag, value in (("--giaddr", giaddr), ("--client-ip", client_ip), ("--local-ip", local_ip)):
+            if value is not None:
+                try:
+                    addresses[flag] = IPv6Address(value)
+                except ValueError:
+                    raise ValueError(f"{flag}: not an IPv6 address: {value!r}") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    result = explain6(
+        settings,
+        mac=mac,
+        arch=7 if code == 0 else code,  # no BIOS over IPv6: the default means x64 UEFI
+        user_class=user_class,
+        link_address=addresses.get("--giaddr"),
+        client_ip=addresses.get("--client-ip"),
+        local_ip=addresses.get("--local-ip"),
+    )
+    typer.echo(result.text(), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

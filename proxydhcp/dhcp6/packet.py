@@ -282,5 +282,8 @@ def _dump_options(options: Options, indent: str) -> list[str]:
             name = Opt(code).name.lower().replace("_", "-")
         except ValueError:
             name = f"option-{code}"
-        out.append(f"{indent}{code} {name}: {value.hex()}")
+        text = value.hex()
+        if code == Opt.BOOTFILE_URL and value.isascii() and value.decode().isprintable():
+            text = repr(value.decode())  # a URL is read, not decoded by hand
+        out.append(f"{indent}{code} {name}: {text}")
     return out
