@@ -22,9 +22,10 @@ from proxydhcp.dhcp.arch import ARCH_NAMES
 from proxydhcp.events import DecisionRecord, Outcome
 
 OTHER = "other"
-PORTS = frozenset({"67", "4011"})
+PORTS = frozenset({"67", "4011", "547"})  # 547: the DHCPv6 proxy (service6); its 4011 shares "4011"
 MESSAGE_TYPES = frozenset(
     {"DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM", "none"}
+    | {"SOLICIT", "INFORMATION_REQUEST", "RENEW", "REBIND", "CONFIRM", "RELAY_FORW"}  # DHCPv6 (RFC 8415)
 )
 OUTCOMES = frozenset({"answered", "ignored", "malformed", "error"})
 ARCHES = frozenset(ARCH_NAMES.values()) | {"ipxe"}
