@@ -40,9 +40,7 @@ def test_select_and_duid(tmp_path: Path) -> None:
     proc.write_text(IF_INET6)
     mac = bytes.fromhex("525400123456")
     available = [
-        sockets6.Interface6(
-            i.name, i.index, bytes.fromhex("525400123456") if i.name == "eth0" else None, i.addresses
-        )
+        sockets6.Interface6(i.name, i.index, mac if i.name == "eth0" else None, i.addresses)
         for i in sockets6.interfaces6(proc)
     ]
     chosen = sockets6.select_interfaces6(available, [], [IPv6Network("2001:db8:1::/64")])
