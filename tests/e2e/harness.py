@@ -61,7 +61,9 @@ GIVE_UP = {
     "pxelinux": re.compile(r"No bootable device"),
     "uefi": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv4'),
     "uefi6": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv6'),
+    "uefi6http": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI HTTPv6'),
 }
+HTTP6_URL = "http://[fd77::2]:8080/ipxe.efi"
 # IPv6 topology (ipv6=True): dnsmasq on corp is the DHCPv6 server (M=1 router advertisements with
 # the prefix on-link, issue 20); proxydhcp answers the PXE Solicit for this prefix.
 PREFIX6, CORP_IP6, PXE_IP6 = "fd77::/64", "fd77::1", "fd77::2"
@@ -197,9 +199,13 @@ class Topology:
         hosts: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
         ipv6: bool = False,
+        http6: bool = False,
     ) -> None:
         self.workdir = workdir
-        self.ipv6 = ipv6
+        self.ipv6 = ipv6 or http6
+        # http6: HTTP boot over IPv6; nginx (the HTTP peer) serves the TFTP root on [PXE_IP6]:8080 and
+        # the boot table has only the HTTP entry, so PXE over IPv6 fails fast and HTTPv6 follows.
+        self.http6 = http6
         self.relay = relay
         self.colocated = colocated
         self.proxy_kind = proxy or os.environ.get("PROXYDHCP_E2E_PROXY", "proxydhcp")
@@ -268,6 +274,8 @@ class Topology:
                 ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0"]
             )
             pxe.run(["ip", "addr", "add", f"{PXE_IP6}/64", "dev", "eth0", "nodad"])
+            if self.http6:
+                self._start_nginx(pxe)
         self.start_proxy()
 
     def close(self) -> None:
@@ -349,6 +357,24 @@ class Topology:
             log=f"{node.name}-ra.log",
         )
 
+    def _start_nginx(self, node: Netns) -> None:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            "daemon off;\nuser root root;\n"  # workers as root: the test tree is not readable by nobody
+            f"pid {self.workdir / 'nginx.pid'};\nerror_log {self.workdir / 'nginx-error.log'};\n"
+            "events { worker_connections 64; }\n"
+            f"http {{ access_log {self.workdir / 'nginx-access.log'}; "
+            + "".join(
+                f"{kind}_temp_path {self.workdir}; "
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            + f"server {{ listen [{PXE_IP6}]:8080; root {self.tftp_root}; }} }}\n"
+        )
+        node.spawn(
+            ["nginx", "-c", str(conf), "-e", str(self.workdir / "nginx-error.log")], log="pxe-nginx.log"
+        )
+        self.log(f"http: nginx on [{PXE_IP6}]:8080 serving {self.tftp_root}")
+
     def start_proxy(self) -> None:
         node = self.ns(self.proxy_ns)
         self.proxy_log = self.workdir / f"proxy-{self.proxy_kind}.log"
@@ -384,11 +410,12 @@ class Topology:
                 subnets = [*subnets, PREFIX6]
             for cidr in subnets:
                 argv += ["--subnet", cidr]
+            table = (
+                [f"efi-x64-http={HTTP6_URL}"] if self.http6 else ["bios=undionly.kpxe", "efi-x64=ipxe.efi"]
+            )
+            for entry in table:
+                argv += ["--boot-file", entry]
             argv += [
-                "--boot-file",
-                "bios=undionly.kpxe",
-                "--boot-file",
-                "efi-x64=ipxe.efi",
                 "--ipxe-boot-file",
                 "boot.ipxe",
                 "--tftp-root",
@@ -575,7 +602,7 @@ class Topology:
                 "-device",
                 f"e1000,netdev=n0,mac={vm.mac},bootindex=1",
             ]
-        elif vm.firmware in ("uefi", "uefi6"):
+        elif vm.firmware in ("uefi", "uefi6", "uefi6http"):
             # romfile= (no option ROM): otherwise QEMU's iPXE ROM boots instead of EDK2's PxeBcDxe.
             variables = bdir / f"{vm.name}-ovmf-vars.fd"
             shutil.copyfile(OVMF_VARS, variables)
@@ -591,9 +618,12 @@ class Topology:
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
             ]
-            if vm.firmware == "uefi6":
+            if vm.firmware in ("uefi6", "uefi6http"):
                 # PXE over IPv6 first (issue 20): without this OVMF spends up to 60 s on PXEv4.
                 argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"]
+            if vm.firmware == "uefi6http":
+                # PXEv6 then HTTPv6 (HTTPv6 first fails before its link-local address passed DAD).
+                argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no"]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.e2e.harness import PXE_IP6, BootResult, Topology, Vm
+from tests.e2e.harness import HTTP6_URL, PXE_IP6, BootResult, Topology, Vm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -53,3 +53,39 @@ def test_ovmf_pxe_over_ipv6_reaches_ipxe_second_stage(ipv6_boot: tuple[BootResul
     assert re.search(rf"IP6 {re.escape(PXE_IP6)}\.4011 > \S+\.4011: ", wire_text), wire_text[-3000:]
     # iPXE's second stage: the marker named after the MAC, fetched by the stage-2 script.
     assert f'RRQ "{UEFI6.marker}"' in wire_text
+
+
+UEFI6_HTTP = Vm("uefi6http", "uefi6http", "52:54:00:77:00:07")
+
+
+@pytest.fixture(scope="module")
+def http6_boot(
+    e2e_ready: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BootResult, str, list[dict]]:
+    workdir = tmp_path_factory.mktemp("e2e-http6")
+    with Topology(workdir, http6=True) as topo:
+        result = topo.boot([UEFI6_HTTP])[UEFI6_HTTP.name]
+        assert topo.proxy_log is not None
+        records = [json.loads(line) for line in topo.proxy_log.read_text(errors="replace").splitlines()
+                   if line.startswith("{")]  # fmt: skip
+        access = (
+            (workdir / "nginx-access.log").read_text(errors="replace")
+            if (workdir / "nginx-access.log").exists()
+            else ""
+        )
+    return result, access, records
+
+
+def test_ovmf_http_boot_over_ipv6(http6_boot: tuple[BootResult, str, list[dict]]) -> None:
+    result, access, records = http6_boot
+    assert result.ok, result.report()
+    # HTTPClient Solicit answered with the boot table's URL and vendor class HTTPClient; no 4011 step.
+    http = [
+        r
+        for r in records
+        if r.get("port") == 547 and r.get("outcome") == "answer" and r.get("arch") == "efi-x64-http"
+    ]
+    assert http and {r.get("boot_file") for r in http} == {HTTP6_URL}, records
+    assert not [r for r in records if r.get("port") == 4011 and str(r.get("source", "")).startswith("[")]
+    # The firmware fetched the file from nginx over IPv6 (HEAD and/or GET of /ipxe.efi).
+    assert any(line.startswith("fd77::") and "/ipxe.efi" in line for line in access.splitlines()), access
