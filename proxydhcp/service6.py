@@ -9,6 +9,7 @@ Solicits from any number of DUIDs costs one pipeline run each and no memory.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from proxydhcp.sockets import InterfaceError
 log = logging.getLogger("proxydhcp.server")
 
 RECV_BATCH = 128  # datagrams per wakeup, as on IPv4
+SEND_BACKLOG = 4096  # answers waiting for a full send buffer, as on IPv4 (endpoint.SEND_BACKLOG)
 RECV_SIZE = 65535
 ANC_SIZE = socket.CMSG_SPACE(sockets6.IN6_PKTINFO.size)
 
@@ -46,6 +48,9 @@ class Dhcp6Endpoint:
         self.warnings = WarningLimiter(log)
         self.set_interface(iface)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: collections.deque[tuple[bytes, Source6, list[tuple[int, int, bytes]]]] = (
+            collections.deque()
+        )
 
     def set_interface(self, iface: sockets6.Interface6) -> None:
         self.iface = iface
@@ -62,6 +67,8 @@ class Dhcp6Endpoint:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+        self._backlog.clear()
         sock.close()
 
     def readable(self) -> None:
@@ -81,16 +88,50 @@ class Dhcp6Endpoint:
             self.owner.handle(self, data, addr, anc)
 
     def send(self, data: bytes, dest: Source6, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """Send now, or queue behind earlier sends the kernel could not take (a burst of answers
+        fills the socket buffer: EAGAIN); past SEND_BACKLOG they are dropped. Never raises."""
         sock = self.sock
         if sock is None:
             return
+        if self._backlog:
+            self._queue(data, dest, ancillary)
+            return
         try:
             sock.sendmsg((data,), ancillary, 0, dest)
-        except OSError as exc:  # a full buffer or an unreachable client: the client retransmits
+        except (BlockingIOError, InterruptedError):
+            self._queue(data, dest, ancillary)
+        except OSError as exc:  # an unreachable client: it retransmits
+            self._failed(dest, exc)
+
+    def _failed(self, dest: Source6, exc: OSError) -> None:
+        self.warnings.warn(
+            ("send", exc.errno), "%s:%d: send to [%s]:%d failed: %s", self.iface.name, self.port,
+            dest[0], dest[1], exc,
+        )  # fmt: skip
+
+    def _queue(self, data: bytes, dest: Source6, ancillary: list[tuple[int, int, bytes]]) -> None:
+        if len(self._backlog) >= SEND_BACKLOG:
             self.warnings.warn(
-                ("send", exc.errno), "%s:%d: send to [%s]:%d failed: %s", self.iface.name, self.port,
-                dest[0], dest[1], exc,
-            )  # fmt: skip
+                ("queue", 0), "%s:%d: send queue full, answer dropped", self.iface.name, self.port
+            )
+            return
+        if not self._backlog and self._loop is not None and self.sock is not None:
+            self._loop.add_writer(self.sock.fileno(), self._writable)
+        self._backlog.append((data, dest, ancillary))
+
+    def _writable(self) -> None:
+        sock, backlog = self.sock, self._backlog
+        while sock is not None and backlog:
+            data, dest, ancillary = backlog[0]
+            try:
+                sock.sendmsg((data,), ancillary, 0, dest)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._failed(dest, exc)
+            backlog.popleft()
+        if sock is not None and self._loop is not None:
+            self._loop.remove_writer(sock.fileno())
 
 
 class Dhcp6Service:
