@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import socket
+import time
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 
@@ -29,6 +30,7 @@ log = logging.getLogger("proxydhcp.server")
 RECV_BATCH = 128  # datagrams per wakeup, as on IPv4
 SEND_BACKLOG = 4096  # answers waiting for a full send buffer, as on IPv4 (endpoint.SEND_BACKLOG)
 RECV_SIZE = 65535
+REFRESH_INTERVAL = 2.0  # seconds between re-reads of addresses while an interface has no global one
 ANC_SIZE = socket.CMSG_SPACE(sockets6.IN6_PKTINFO.size)
 
 
@@ -143,6 +145,7 @@ class Dhcp6Service:
         self.endpoints: list[Dhcp6Endpoint] = []
         self.duid = b""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._refreshed = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> list[sockets6.Interface6]:
         """Bind 547 (joined to ff02::1:2) and 4011 on each served interface. Raises InterfaceError or
@@ -169,8 +172,16 @@ class Dhcp6Service:
             raise
         return chosen
 
+    def _refresh_soon(self) -> None:
+        # An interface served before its global address arrived (SLAAC after start, DAD still
+        # running): re-read the addresses, at most every REFRESH_INTERVAL, instead of waiting for SIGHUP.
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_INTERVAL:
+            self._refreshed = now
+            self.refresh()
+
     def refresh(self) -> None:
-        """Re-read the interfaces' addresses (on reload)."""
+        """Re-read the interfaces' addresses (on reload, and see `_refresh_soon`)."""
         current = {i.name: i for i in sockets6.interfaces6()}
         for endpoint in self.endpoints:
             fresh = current.get(endpoint.iface.name)
@@ -188,6 +199,8 @@ class Dhcp6Service:
         """One datagram, start to finish. Never raises."""
         if not self._serving():
             return
+        if not endpoint.receiver.addresses:
+            self._refresh_soon()
         try:
             verdict = process_datagram6(
                 data, source, port=endpoint.port, receiver=endpoint.receiver, settings=self._settings(),

@@ -277,3 +277,28 @@ def test_probe_6_follows_the_edk2_sequence(v6lab: Lab, start_proxy) -> None:
     assert events[0] == "SOLICIT" and events.count("ADVERTISE") == 2 and "RRQ" in events
     assert tuple(events[events.index("REQUEST") : events.index("REQUEST") + 2]) == ("REQUEST", "REPLY")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_global_address_added_after_start_is_picked_up(v6lab: Lab, start_proxy) -> None:
+    # The proxy host's own address often comes by SLAAC after the service started: its first Solicits
+    # are ignored ("no global address"), then it serves without a SIGHUP.
+    lab = v6lab
+    lab.ns("pxe").run(["ip", "-6", "addr", "del", f"{PXE}/64", "dev", "eth0"])
+    proxy = start_proxy(
+        "pxe", ["--interface", "eth0", "--subnet", f"{PREFIX}/64", "--boot-file", "efi-x64=ipxe.efi", "-v"],
+        ready="serving DHCPv6 proxy",
+    )  # fmt: skip
+    client = udp6(lab, "cli", "::", 546)
+    group = ("ff02::1:2", 547, 0, ifindex(lab, "cli"))
+    client.sendto(edk2_solicit(0x16B001), group)
+    assert not [m for m, _ in collect(client, 1.5) if is_proxy(m)]
+    proxy.wait_log("no global address")
+    lab.ns("pxe").run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
+    answered = []
+    for attempt in range(6):  # a client retransmits its Solicit; within REFRESH_INTERVAL it is answered
+        client.sendto(edk2_solicit(0x16B002 + attempt), group)
+        answered = [m for m, _ in collect(client, 1.0) if is_proxy(m)]
+        if answered:
+            break
+    assert answered and answered[0].option(Opt.BOOTFILE_URL) == f"tftp://[{PXE}]/ipxe.efi".encode()
+    client.close()
