@@ -302,3 +302,45 @@ def test_global_address_added_after_start_is_picked_up(v6lab: Lab, start_proxy) 
             break
     assert answered and answered[0].option(Opt.BOOTFILE_URL) == f"tftp://[{PXE}]/ipxe.efi".encode()
     client.close()
+
+
+RELAYED = "2001:db8:79::"
+
+
+@pytest.mark.skipif(shutil.which("dhcrelay") is None, reason="needs isc-dhcp-relay")
+def test_relayed_solicit_through_isc_dhcrelay_6(lab: Lab, start_proxy) -> None:
+    # The client's link is behind a router running ISC dhcrelay -6 (the IPv6 ip helper-address): its
+    # Solicit reaches the proxy as a Relay-Forward with the router's link-address and an Interface-ID,
+    # and the Relay-Reply goes back through the relay.
+    no_dad(lab, "wire", "rtr", "pxe", "cli")
+    lab.segment("10.79.0.0/24", {"rtr": None, "cli": None}, bridge="br1")  # the client's link
+    lab.segment("10.78.0.0/24", {"rtr": None, "pxe": None}, bridge="br0")  # the server's link
+    rtr, pxe = lab.ns("rtr"), lab.ns("pxe")
+    rtr.run(["ip", "-6", "addr", "add", f"{RELAYED}1/64", "dev", "eth0", "nodad"])
+    rtr.run(["ip", "-6", "addr", "add", f"{PREFIX}1/64", "dev", "eth1", "nodad"])
+    rtr.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+    pxe.run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
+    pxe.run(["ip", "-6", "route", "add", f"{RELAYED}/64", "via", f"{PREFIX}1"])
+    proxy = start_proxy(
+        "pxe", ["--interface", "eth0", "--subnet", f"{RELAYED}/64", "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
+        ready="serving DHCPv6 proxy",
+    )  # fmt: skip
+    rtr.spawn(
+        ["dhcrelay", "-6", "-d", "-I", "--no-pid", "-l", "eth0", "-u", f"{PXE}%eth1"], log="rtr-dhcrelay6.log"
+    )
+    rtr.wait_udp_bound(547)
+    client = udp6(lab, "cli", "::", 546)
+    group = ("ff02::1:2", 547, 0, ifindex(lab, "cli"))
+    answered: list[Message] = []
+    for attempt in range(5):  # dhcrelay may still be joining ff02::1:2: retransmit as a client does
+        client.sendto(edk2_solicit(0x16C001 + attempt), group)
+        answered = [m for m, _ in collect(client, 1.0) if is_proxy(m)]
+        if answered:
+            break
+    assert answered, proxy.log()
+    assert_proxy_answer(answered[0], MessageType.ADVERTISE, answered[0].transaction_id)
+    # A relayed client is placed by the relay's link-address; the URL names the proxy's routable address.
+    assert answered[0].option(Opt.BOOTFILE_URL) == f"tftp://[{PXE}]/ipxe.efi".encode()
+    line = proxy.wait_log("answered SOLICIT")
+    assert f"subnet={RELAYED}/64" in line and f"destination=[{PREFIX}1]:547" in line
+    client.close()
