@@ -322,7 +322,8 @@ def test_relayed_solicit_through_isc_dhcrelay_6(lab: Lab, start_proxy) -> None:
     pxe.run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
     pxe.run(["ip", "-6", "route", "add", f"{RELAYED}/64", "via", f"{PREFIX}1"])
     proxy = start_proxy(
-        "pxe", ["--interface", "eth0", "--subnet", f"{RELAYED}/64", "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
+        "pxe",
+        ["--interface", "eth0", "--subnet", f"{RELAYED}/64", "--boot-file", "efi-x64=ipxe.efi", "--no-tftp"],
         ready="serving DHCPv6 proxy",
     )  # fmt: skip
     rtr.spawn(
