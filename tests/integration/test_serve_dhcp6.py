@@ -8,6 +8,7 @@ Then a flood of Solicits from many DUIDs: all answered, memory flat."""
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import shutil
 import socket
@@ -98,12 +99,7 @@ def assert_proxy_answer(msg: Message, mtype: int, xid: int) -> None:
     assert msg.option(Opt.VENDOR_CLASS) == bytes.fromhex("00000157 0009") + b"PXEClient"
 
 
-@pytest.fixture
-def v6lab(lab: Lab) -> Iterator[Lab]:
-    no_dad(lab, "wire", "rtr", "pxe", "cli")
-    lab.segment("10.78.0.0/24", {"rtr": "10.78.0.1", "pxe": "10.78.0.2", "cli": None})
-    lab.ns("rtr").run(["ip", "-6", "addr", "add", f"{RTR}/64", "dev", "eth0", "nodad"])
-    lab.ns("pxe").run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
+def _start_dnsmasq6(lab: Lab) -> None:
     # The DHCPv6 server and router advertisements (M=1, the prefix on-link): a real peer, no PXE.
     lab.ns("rtr").spawn(
         ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--conf-file=/dev/null",
@@ -112,11 +108,51 @@ def v6lab(lab: Lab) -> Iterator[Lab]:
          f"--dhcp-leasefile={lab.workdir}/dnsmasq6.leases", f"--pid-file={lab.workdir}/dnsmasq6.pid"],
         log="rtr-dnsmasq6.log",
     )  # fmt: skip
+
+
+def _start_kea6(lab: Lab) -> None:
+    # ISC Kea as the DHCPv6 server and radvd for the router advertisements (the other Debian pair).
+    rtr, work = lab.ns("rtr"), lab.workdir
+    (work / "kea6.json").write_text(json.dumps({"Dhcp6": {
+        "interfaces-config": {"interfaces": ["eth0"]},
+        "lease-database": {"type": "memfile", "persist": False},
+        "server-id": {"type": "LL", "persist": False},  # no DUID file under /var/lib/kea
+        "subnet6": [{"id": 1, "subnet": f"{PREFIX}/64", "interface": "eth0",
+                     "pools": [{"pool": f"{PREFIX}100-{PREFIX}1ff"}]}],
+        "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}], "severity": "INFO"}],
+    }}))  # fmt: skip
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "KEA_LOCKFILE_DIR": "none", "KEA_PIDFILE_DIR": str(work)}
+    rtr.spawn(["kea-dhcp6", "-c", str(work / "kea6.json")], log="rtr-kea6.log", env=env)
+    (work / "radvd.conf").write_text(
+        "interface eth0 { AdvSendAdvert on; AdvManagedFlag on; MinRtrAdvInterval 3; MaxRtrAdvInterval 10;\n"
+        f"  prefix {PREFIX}/64 {{ AdvOnLink on; AdvAutonomous off; }}; }};\n"
+    )
+    rtr.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])  # radvd refuses to run without it
+    rtr.spawn(["radvd", "-n", "-C", str(work / "radvd.conf"), "-p", str(work / "radvd.pid"), "-m", "stderr"],
+              log="rtr-radvd.log")  # fmt: skip
+
+
+SERVERS6 = {"dnsmasq": (("dnsmasq",), _start_dnsmasq6), "kea": (("kea-dhcp6", "radvd"), _start_kea6)}
+
+
+@pytest.fixture(params=["dnsmasq"])
+def v6lab(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """One segment: rtr (the address server: dnsmasq, or kea + radvd), pxe (the proxy), cli."""
+    binaries, start = SERVERS6[request.param]
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (kea-dhcp6-server, radvd)")
+    no_dad(lab, "wire", "rtr", "pxe", "cli")
+    lab.segment("10.78.0.0/24", {"rtr": "10.78.0.1", "pxe": "10.78.0.2", "cli": None})
+    lab.ns("rtr").run(["ip", "-6", "addr", "add", f"{RTR}/64", "dev", "eth0", "nodad"])
+    lab.ns("pxe").run(["ip", "-6", "addr", "add", f"{PXE}/64", "dev", "eth0", "nodad"])
+    start(lab)
     lab.ns("rtr").wait_udp_bound(547)
     yield lab
 
 
-def test_edk2_sequence_beside_dnsmasq_dhcpv6(v6lab: Lab, start_proxy) -> None:
+@pytest.mark.parametrize("v6lab", ["dnsmasq", "kea"], indirect=True)
+def test_edk2_sequence_beside_a_dhcpv6_server(v6lab: Lab, start_proxy) -> None:
     lab = v6lab
     root = tftp_root({"ipxe.efi": IPXE})
     proxy = start_proxy(
