@@ -270,3 +270,26 @@ def test_4011_reply_is_repeated_and_the_advertise_is_not() -> None:
     boot = run(edk2_boot_request(SERVER_DUID), port=4011, source=("2001:db8:1::17a", 4011, 0, 0))
     assert boot.reply is not None and boot.repeat == REPEATS and 0 < REPEATS[0] < REPEATS[-1] < 3
     assert run(edk2_solicit()).repeat == ()
+
+
+def test_check_config_shows_ipv6_prefixes_and_rejects_mistakes(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from proxydhcp.cli import app
+
+    folder = Path(str(tmp_path))
+    good = folder / "good.toml"
+    good.write_text('[[subnet]]\ncidr = "2001:db8:1::/64"\nnext_server = "2001:db8:1::6"\n')
+    result = CliRunner().invoke(app, ["check-config", "-c", str(good)])
+    assert result.exit_code == 0 and 'cidr = "2001:db8:1::/64"' in result.output
+    bad = folder / "bad.toml"
+    bad.write_text('[[subnet]]\ncidr = "fe80::/64"\n')
+    result = CliRunner().invoke(app, ["check-config", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert (
+        "subnet.0" in result.output and "fe80::/64 is not a prefix clients get addresses in" in result.output
+    )
+    flag = CliRunner().invoke(app, ["check-config", "-s", "2001:db8::/129"])
+    assert flag.exit_code == 2 and "--subnet: not an IPv4 network or IPv6 prefix" in flag.output
