@@ -381,3 +381,32 @@ def test_relayed_solicit_through_isc_dhcrelay_6(lab: Lab, start_proxy) -> None:
     line = proxy.wait_log("answered SOLICIT")
     assert f"subnet={RELAYED}/64" in line and f"destination=[{PREFIX}1]:547" in line
     client.close()
+
+
+def test_sighup_reload_changes_the_ipv6_boot_file(v6lab: Lab, start_proxy, tmp_path: Path) -> None:
+    import signal
+
+    lab = v6lab
+    conf = tmp_path / "proxydhcp.toml"
+    conf.write_text(f'[boot]\nefi-x64 = "ipxe.efi"\n\n[[subnet]]\ncidr = "{PREFIX}/64"\n')
+    conf.chmod(0o644)
+    proxy = start_proxy(
+        "pxe", ["--interface", "eth0", "-c", str(conf), "--no-tftp"], ready="serving DHCPv6 proxy"
+    )
+    client = udp6(lab, "cli", "::", 546)
+    group = ("ff02::1:2", 547, 0, ifindex(lab, "cli"))
+
+    def url(xid: int) -> bytes | None:
+        client.sendto(edk2_solicit(xid), group)
+        got = [
+            m for m, _ in collect(client, 3.0, until=lambda g: any(is_proxy(m) for m, _ in g)) if is_proxy(m)
+        ]
+        return got[0].option(Opt.BOOTFILE_URL) if got else None
+
+    assert url(0x16D001) == f"tftp://[{PXE}]/ipxe.efi".encode()
+    conf.write_text(f'[boot]\nefi-x64 = "snp.efi"\n\n[[subnet]]\ncidr = "{PREFIX}/64"\n')
+    mark = len(proxy.log())
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("configuration reloaded", after=mark)
+    assert url(0x16D002) == f"tftp://[{PXE}]/snp.efi".encode()
+    client.close()
