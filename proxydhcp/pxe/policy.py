@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Literal
 
 from proxydhcp.boot import choose_boot_file
@@ -96,7 +96,8 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         boot_file = url
     return BootDecision(
         boot_file=boot_file,
-        next_server=choice.next_server or server_ip,
+        next_server=(choice.next_server if isinstance(choice.next_server, IPv4Address) else None)
+        or server_ip,
         server_ip=server_ip,
         subnet=subnet.cidr,
         rule=choice.rule,
