@@ -1,7 +1,7 @@
 """The boot file choice, for every protocol family (DESIGN.md §2 "Boot file choice"): a host entry >
 a client already running iPXE → the iPXE file > the subnet's architecture table > the global
-architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) calls it, and so will a
-DHCPv6 one, so the rule exists once.
+architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) and the DHCPv6 one
+(`pxe6/policy.py`) call it, so the rule exists once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def choose_boot_file(
     DUID carries none) and architecture `arch_key`."""
     host = settings.host_for(mac) if mac is not None else None
     if host is not None and host.ignore:
-        return Ignore(Reason.HOST_IGNORED, mac, subnet.cidr)
+        return Ignore(Reason.HOST_IGNORED, host.mac, subnet.cidr)
     next_server = (host.next_server if host is not None else None) or subnet.next_server
     if host is not None and host.boot_file:
         return BootChoice(boot_file=host.boot_file, rule=f"host {mac}", next_server=next_server)

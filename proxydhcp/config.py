@@ -263,7 +263,9 @@ class Settings(BaseSettings):
         ranked = sorted(self.subnet, key=lambda entry: -entry.cidr.prefixlen)
         return {
             version: tuple(
-                (int(e.cidr.network_address), int(e.cidr.netmask), e) for e in ranked if e.cidr.version == version
+                (int(e.cidr.network_address), int(e.cidr.netmask), e)
+                for e in ranked
+                if e.cidr.version == version
             )
             for version in (4, 6)
         }

@@ -17,7 +17,6 @@ import time
 from ipaddress import IPv6Address, IPv6Network
 from urllib.parse import urlsplit
 
-from proxydhcp import sockets6
 from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch
 from proxydhcp.dhcp6 import options
 from proxydhcp.dhcp6.packet import MalformedDhcp6, Message, MessageType, Opt, decode, encode_options
@@ -25,7 +24,8 @@ from proxydhcp.diagnose import build_report
 from proxydhcp.diagnose.capture import CaptureStats, Datagram6
 from proxydhcp.diagnose.timeline import Timeline
 from proxydhcp.probe import ProbeError, ProbeResult, _iface_mac
-from proxydhcp.sockets import SO_BINDTODEVICE
+from proxydhcp.serve import sockets6
+from proxydhcp.serve.sockets import SO_BINDTODEVICE
 
 ORO = (59, 60, 23, 16)
 TFTP_WAIT_S = 2.0

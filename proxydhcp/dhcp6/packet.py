@@ -16,6 +16,7 @@ from enum import Enum, IntEnum
 from ipaddress import IPv6Address
 
 from proxydhcp.errors import MalformedPacket
+from proxydhcp.outcome import Reason
 
 # RFC 8415 §7.6 HOP_COUNT_LIMIT: a relay drops a message that has been relayed this many times, so no
 # honest message nests deeper; the bound also caps the recursion of decode on hostile input.
@@ -93,11 +94,24 @@ class Malformation(Enum):
 
 
 class MalformedDhcp6(MalformedPacket):
-    """Bytes that are not a DHCPv6 message, or an option whose value is not what its code says."""
+    """Bytes that are not a DHCPv6 message, or an option whose value is not what its code says; its
+    `reason` (records, metrics) is the IPv4 codec's where the kind is the same."""
 
     def __init__(self, kind: Malformation, detail: str = "") -> None:
         self.kind = kind
-        super().__init__(f"DHCPv6 {kind.value}" + (f": {detail}" if detail else ""))
+        super().__init__(f"DHCPv6 {kind.value}" + (f": {detail}" if detail else ""), _REASONS[kind])
+
+
+_REASONS = {
+    Malformation.TOO_SHORT: Reason.TOO_SHORT,
+    Malformation.TOO_LONG: Reason.MALFORMED,
+    Malformation.BAD_MESSAGE_TYPE: Reason.BAD_MESSAGE_TYPE,
+    Malformation.OPTION_TRUNCATED: Reason.OPTION_OVERRUN,
+    Malformation.OPTION_OVERRUN: Reason.OPTION_OVERRUN,
+    Malformation.NO_RELAY_MSG: Reason.BAD_RELAY,
+    Malformation.RELAY_TOO_DEEP: Reason.BAD_RELAY,
+    Malformation.BAD_OPTION: Reason.BAD_OPTION_LENGTH,
+}
 
 
 Options = tuple[tuple[int, bytes], ...]

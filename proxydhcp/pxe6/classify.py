@@ -18,7 +18,8 @@ from ipaddress import IPv6Address
 
 from proxydhcp.dhcp6 import options
 from proxydhcp.dhcp6.packet import Dhcp6Packet, MalformedDhcp6, Message, MessageType, Opt, RelayMessage
-from proxydhcp.pxe.classify import HTTP_VENDOR, PXE_VENDOR, Ignore
+from proxydhcp.outcome import Ignore, Reason
+from proxydhcp.pxe.classify import HTTP_VENDOR, PXE_VENDOR
 
 DHCP6_PORT = 547  # logical listener names, as pxe.classify's DHCP_PORT / PXE_PORT
 PXE6_PORT = 4011
@@ -32,7 +33,7 @@ class Answer(Enum):
     REPLY = MessageType.REPLY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Client6:
     transaction_id: int
     message_type: int
@@ -66,12 +67,12 @@ def classify6(pkt: Dhcp6Packet, *, port: int, source: IPv6Address, server_duid: 
     msg: Message | RelayMessage = pkt
     if isinstance(msg, RelayMessage):
         if msg.msg_type != MessageType.RELAY_FORW:
-            return Ignore("relay message is not a Relay-Forward")
+            return Ignore(Reason.NOT_RELAY_FORWARD)
         if port != DHCP6_PORT:
-            return Ignore("Relay-Forward on 4011")
+            return Ignore(Reason.RELAY_ON_PXE_PORT)
         while isinstance(msg, RelayMessage):
             if msg.msg_type != MessageType.RELAY_FORW:
-                return Ignore("nested relay message is not a Relay-Forward")
+                return Ignore(Reason.NESTED_NOT_RELAY_FORWARD)
             hops += 1
             # RFC 8415 §19.1.1: a relay sets link-address to an address of the client's link, or
             # leaves it unspecified when it relays from another relay; the innermost one that is set
@@ -80,7 +81,7 @@ def classify6(pkt: Dhcp6Packet, *, port: int, source: IPv6Address, server_duid: 
                 link_address = msg.link_address
             msg = msg.inner
         if link_address is None:
-            return Ignore("relayed without a link-address")
+            return Ignore(Reason.NO_LINK_ADDRESS)
     mtype = msg.msg_type
     if port == DHCP6_PORT:
         if mtype == MessageType.SOLICIT:
@@ -88,11 +89,11 @@ def classify6(pkt: Dhcp6Packet, *, port: int, source: IPv6Address, server_duid: 
         elif mtype in (MessageType.REQUEST, MessageType.INFORMATION_REQUEST):
             answer = Answer.REPLY
         else:
-            return Ignore(f"not a Solicit, Request or Information-Request on 547 ({msg.type_name})")
+            return Ignore(Reason.NOT_SOLICIT_OR_REQUEST, msg.type_name)
     elif mtype in (MessageType.REQUEST, MessageType.INFORMATION_REQUEST):
         answer = Answer.REPLY
     else:
-        return Ignore(f"not a Request on 4011 ({msg.type_name})")
+        return Ignore(Reason.NOT_REQUEST_ON_PXE_PORT, msg.type_name)
     try:
         vendor = options.vendor_class(msg.option(Opt.VENDOR_CLASS))
         server_id = options.duid(msg.option(Opt.SERVERID), Opt.SERVERID)
@@ -102,21 +103,21 @@ def classify6(pkt: Dhcp6Packet, *, port: int, source: IPv6Address, server_duid: 
         user_class = options.user_class(msg.option(Opt.USER_CLASS))
         options.nii(msg.option(Opt.NII))
     except MalformedDhcp6 as exc:
-        return Ignore(f"bad option: {exc}")
+        return Ignore(Reason.BAD_OPTION, str(exc))
     if vendor is None or vendor.enterprise != options.PXE_ENTERPRISE or not vendor.data:
-        return Ignore("not a PXE client")
+        return Ignore(Reason.NOT_PXE)
     first = vendor.data[0]
     http = first.startswith(HTTP_VENDOR)
     if not (http or first.startswith(PXE_VENDOR)):
-        return Ignore("not a PXE client")
+        return Ignore(Reason.NOT_PXE)
     if mtype == MessageType.SOLICIT and server_id is not None:
-        return Ignore("Solicit with a Server ID")  # RFC 8415 §16.2: discard
+        return Ignore(Reason.SOLICIT_WITH_SERVER_ID)  # RFC 8415 §16.2: discard
     if mtype == MessageType.REQUEST and server_id is None:
-        return Ignore("Request without a Server ID")  # RFC 8415 §16.4: discard
+        return Ignore(Reason.REQUEST_WITHOUT_SERVER_ID)  # RFC 8415 §16.4: discard
     if server_id is not None and server_id != server_duid:
-        return Ignore("addressed to another server")
+        return Ignore(Reason.OTHER_SERVER)
     if mtype != MessageType.INFORMATION_REQUEST and client_id is None:
-        return Ignore("no Client ID")
+        return Ignore(Reason.NO_CLIENT_ID)
     arch = arches[0] if arches else options.vendor_arch(vendor.data)
     return Client6(
         transaction_id=msg.transaction_id,

@@ -1,5 +1,5 @@
 """`proxydhcp explain -6`: what the DHCPv6 proxy would answer an EDK II PXE-over-IPv6 (or HTTP boot)
-client, and why, through `pipeline6.process_datagram6` (the code `serve` runs), no sockets.
+client, and why, through `pxe6.pipeline.run6` (the code `serve` runs), no sockets.
 
 Steps: the PXE Solicit on 547 (from link-local, or relayed with a link-address), then for PXEClient
 the boot-service Request on 4011 from the client's address (issue 20).
@@ -14,8 +14,9 @@ from proxydhcp.config import Settings
 from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch
 from proxydhcp.dhcp6 import options
 from proxydhcp.dhcp6.packet import Message, MessageType, Opt, RelayMessage, decode, dump
-from proxydhcp.pipeline6 import Verdict6, process_datagram6
+from proxydhcp.events import DecisionRecord
 from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
+from proxydhcp.pxe6.pipeline import Answered6, Ignored6, Source6, record6, run6, source_text
 from proxydhcp.pxe6.policy import Receiver6
 
 # The DUID shown in explained answers: the real one is DUID-LL of the serving interface's MAC.
@@ -51,7 +52,8 @@ def edk2_request(
 class Step6:
     title: str
     source: str
-    verdict: Verdict6
+    result: Answered6 | Ignored6
+    record: DecisionRecord
 
 
 @dataclass
@@ -65,26 +67,25 @@ class Explain6Result:
         out = [f"client {self.mac}, {describe_arch(self.arch)}, over IPv6 (DHCPv6 proxy, RFC 5970)"]
         out += [f"note: {n}" for n in self.notes]
         for step in self.steps:
-            rec = step.verdict.record
+            rec, result = step.record, step.result
             out.append("")
             out.append(f"{step.title} from {step.source}")
-            if step.verdict.reply is None:
-                out.append(f"  no answer: {rec.reason} (stage {rec.stage.value})")
+            if not isinstance(result, Answered6):
+                out.append(f"  no answer: {rec.reason_text} (stage {rec.stage.value})")
                 continue
             out.append(f"  prefix       {rec.subnet}")
             out.append(f"  rule         {rec.rule}")
             out.append(f"  boot file    {rec.boot_file}")
             out.append(f"  destination  {rec.destination}")
             out.append("  answer:")
-            reply = decode(step.verdict.reply)
-            out += ["    " + line for line in dump(reply).splitlines()]
-        last = self.steps[-1].verdict if self.steps else None
-        if last is not None and last.reply is not None:
+            out += ["    " + line for line in dump(result.reply).splitlines()]
+        last = self.steps[-1] if self.steps else None
+        if last is not None and isinstance(last.result, Answered6):
             out.append("")
             out.append(f"result: boots {last.record.boot_file}")
         elif last is not None:
             out.append("")
-            out.append(f"result: not answered ({last.record.reason})")
+            out.append(f"result: not answered ({last.record.reason_text})")
         return "\n".join(out) + "\n"
 
 
@@ -115,11 +116,9 @@ def explain6(
         source, data = (f"[{link_address}]:547 (relay)", (str(link_address), 547, 0, 0)), relayed.encode()
     else:
         source, data = (f"[{ll}]:546 (multicast to ff02::1:2)", (ll, 546, 0, 1)), solicit
-    verdict = process_datagram6(
-        data, source[1], port=DHCP6_PORT, receiver=receiver, settings=settings, server_duid=EXAMPLE_DUID
-    )
-    result.steps.append(Step6("Solicit on port 547", source[0], verdict))
-    if verdict.reply is None or arch in HTTP_ARCHES:
+    solicit_step = _step("Solicit on port 547", source[0], data, source[1], DHCP6_PORT, receiver, settings)
+    result.steps.append(solicit_step)
+    if not isinstance(solicit_step.result, Answered6) or arch in HTTP_ARCHES:
         return result
     if client_ip is None:
         home = next((p for p in prefixes if local_ip is not None and local_ip in p), None)
@@ -127,9 +126,24 @@ def explain6(
         result.notes.append(f"client address assumed to be {client_ip} (use --client-ip to set it)")
     request = edk2_request(MessageType.REQUEST, raw, arch, server_duid=EXAMPLE_DUID, user_class=user_class)
     scope = 1 if client_ip.is_link_local else 0
-    boot = process_datagram6(
-        request, (str(client_ip), 4011, 0, scope), port=PXE6_PORT, receiver=receiver, settings=settings,
-        server_duid=EXAMPLE_DUID,
-    )  # fmt: skip
-    result.steps.append(Step6("boot-service Request on port 4011", f"[{client_ip}]:4011", boot))
+    boot = (str(client_ip), 4011, 0, scope)
+    result.steps.append(
+        _step(
+            "boot-service Request on port 4011",
+            f"[{client_ip}]:4011",
+            request,
+            boot,
+            PXE6_PORT,
+            receiver,
+            settings,
+        )
+    )
     return result
+
+
+def _step(
+    title: str, shown: str, data: bytes, source: Source6, port: int, receiver: Receiver6, settings: Settings
+) -> Step6:
+    run = run6(data, port=port, source=source, receiver=receiver, settings=settings, server_duid=EXAMPLE_DUID)
+    rec = record6(run, port=port, iface=receiver.iface, source=source_text(source))
+    return Step6(title, shown, run, rec)

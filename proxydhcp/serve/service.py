@@ -39,10 +39,10 @@ from proxydhcp.serve import sockets
 from proxydhcp.serve.endpoint import Ancillary, DhcpEndpoint, Local
 from proxydhcp.serve.memo import ReplyMemo
 from proxydhcp.serve.privileges import PrivilegeError, drop_privileges
+from proxydhcp.serve.service6 import Dhcp6Service, ipv6_prefixes
 from proxydhcp.tftp.config import TftpConfig
 from proxydhcp.tftp.endpoint import TransferStats
 from proxydhcp.tftp.server import TftpServer
-from proxydhcp.service6 import Dhcp6Service, ipv6_prefixes
 
 if TYPE_CHECKING:
     from proxydhcp.metrics import Metrics  # imported lazily: prometheus_client only when enabled

@@ -260,8 +260,8 @@ def target_reply6(data: bytes) -> None:
 
     from proxydhcp.dhcp6 import options
     from proxydhcp.dhcp6.packet import IA_OPTIONS, Message, MessageType, Opt, RelayMessage, decode
-    from proxydhcp.pipeline6 import process_datagram6
     from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
+    from proxydhcp.pxe6.pipeline import Answered6, run6
     from proxydhcp.pxe6.policy import Receiver6
 
     if len(data) < 2:
@@ -272,12 +272,12 @@ def target_reply6(data: bytes) -> None:
     raw = raw.replace(b"SRVID", (2).to_bytes(2, "big") + len(_SERVER_DUID).to_bytes(2, "big") + _SERVER_DUID)
     source = ("fe80::1" if data[0] & 2 else "2001:db8:1::99", 546 if port == DHCP6_PORT else 4011, 0, 2)
     receiver = Receiver6("fz0", ((IPv6Address("2001:db8:1::1"), 64),))
-    verdict = process_datagram6(
-        raw, source, port=port, receiver=receiver, settings=_fuzz_settings(), server_duid=_SERVER_DUID
+    result = run6(
+        raw, port=port, source=source, receiver=receiver, settings=_fuzz_settings(), server_duid=_SERVER_DUID
     )
-    if verdict.reply is None:
+    if not isinstance(result, Answered6):
         return
-    reply = decode(verdict.reply)
+    reply = decode(result.reply.encode())
     request = decode(raw)
     node: Message | RelayMessage = reply
     while isinstance(node, RelayMessage):
@@ -468,11 +468,11 @@ def worker_atheris(target: str, seconds: int, workdir: Path) -> None:
         import proxydhcp.dhcp.packet
         import proxydhcp.dhcp6.options
         import proxydhcp.dhcp6.packet
-        import proxydhcp.pipeline6
         import proxydhcp.pxe.classify
         import proxydhcp.pxe.policy
         import proxydhcp.pxe.reply
         import proxydhcp.pxe6.classify
+        import proxydhcp.pxe6.pipeline
         import proxydhcp.pxe6.policy
         import proxydhcp.pxe6.reply
         import proxydhcp.tftp.packet  # noqa: F401

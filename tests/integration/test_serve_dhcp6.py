@@ -207,7 +207,7 @@ def test_edk2_sequence_beside_a_dhcpv6_server(v6lab: Lab, start_proxy) -> None:
         sock = udp6(lab, "cli", address, 4011)
         try:
             sock.sendto(edk2_boot_request(duid, xid), (PXE, 4011))
-            # The Reply, then the same again at +0.25 s and +1 s (pipeline6.REPEATS).
+            # The Reply, then the same again at +0.25 s and +1 s (pxe6.pipeline.REPEATS).
             answer = collect(sock, 3.0, until=lambda g: len(g) >= 3)
             assert answer, f"no 4011 Reply to [{address}]:4011\n{proxy.log()}"
             assert len(answer) == 3 and len({m.encode() for m, _ in answer}) == 1, answer

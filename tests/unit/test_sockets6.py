@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from proxydhcp import sockets6
 from proxydhcp.dhcp6.options import duid_ll, duid_mac
-from proxydhcp.sockets import InterfaceError
+from proxydhcp.serve import sockets6
+from proxydhcp.serve.sockets import InterfaceError
 
 IF_INET6 = """\
 00000000000000000000000000000001 01 80 10 80       lo

@@ -1,7 +1,7 @@
 """The DHCPv6 side of `serve`: one endpoint per (interface, 547 or 4011) on IPv6, each datagram through
-`pipeline6.process_datagram6` and logged as one `events.DecisionRecord`, as on IPv4.
+`pxe6.pipeline.run6` and logged as one `events.DecisionRecord` (`record6`), as on IPv4.
 
-Started by `server.ProxyDhcpService` when an IPv6 prefix is enabled; it reads the service's current
+Started by `serve.service.ProxyDhcpService` when an IPv6 prefix is enabled; it reads the service's current
 settings on every datagram, so SIGHUP reloads apply here too. No per-client state: a flood of
 Solicits from any number of DUIDs costs one pipeline run each and no memory.
 """
@@ -16,20 +16,19 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 
-from proxydhcp import events, sockets6
+from proxydhcp import events
 from proxydhcp.config import Settings
-from proxydhcp.endpoint import WarningLimiter
-from proxydhcp.events import DecisionRecord, Outcome, Stage
-from proxydhcp.pipeline6 import Source6, process_datagram6
+from proxydhcp.events import DecisionRecord
+from proxydhcp.outcome import Outcome, Reason, Stage
 from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
+from proxydhcp.pxe6.pipeline import Answered6, Source6, record6, run6, source_text
 from proxydhcp.pxe6.policy import Receiver6, interface_addresses6
-from proxydhcp.sockets import InterfaceError
+from proxydhcp.serve import sockets6
+from proxydhcp.serve.endpoint import RECV_BATCH, RECV_SIZE, SEND_BACKLOG, Ancillary, WarningLimiter
+from proxydhcp.serve.sockets import InterfaceError
 
 log = logging.getLogger("proxydhcp.server")
 
-RECV_BATCH = 128  # datagrams per wakeup, as on IPv4
-SEND_BACKLOG = 4096  # answers waiting for a full send buffer, as on IPv4 (endpoint.SEND_BACKLOG)
-RECV_SIZE = 65535
 REFRESH_INTERVAL = 2.0  # seconds between re-reads of addresses while an interface has no global one
 ANC_SIZE = socket.CMSG_SPACE(sockets6.IN6_PKTINFO.size)
 
@@ -50,9 +49,7 @@ class Dhcp6Endpoint:
         self.warnings = WarningLimiter(log)
         self.set_interface(iface)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._backlog: collections.deque[tuple[bytes, Source6, list[tuple[int, int, bytes]]]] = (
-            collections.deque()
-        )
+        self._backlog: collections.deque[tuple[bytes, Source6, Ancillary]] = collections.deque()
 
     def set_interface(self, iface: sockets6.Interface6) -> None:
         self.iface = iface
@@ -89,7 +86,7 @@ class Dhcp6Endpoint:
                 continue
             self.owner.handle(self, data, addr, anc)
 
-    def send(self, data: bytes, dest: Source6, ancillary: list[tuple[int, int, bytes]]) -> None:
+    def send(self, data: bytes, dest: Source6, ancillary: Ancillary) -> None:
         """Send now, or queue behind earlier sends the kernel could not take (a burst of answers
         fills the socket buffer: EAGAIN); past SEND_BACKLOG they are dropped. Never raises."""
         sock = self.sock
@@ -111,7 +108,7 @@ class Dhcp6Endpoint:
             dest[0], dest[1], exc,
         )  # fmt: skip
 
-    def _queue(self, data: bytes, dest: Source6, ancillary: list[tuple[int, int, bytes]]) -> None:
+    def _queue(self, data: bytes, dest: Source6, ancillary: Ancillary) -> None:
         if len(self._backlog) >= SEND_BACKLOG:
             self.warnings.warn(
                 ("queue", 0), "%s:%d: send queue full, answer dropped", self.iface.name, self.port
@@ -193,21 +190,21 @@ class Dhcp6Service:
             endpoint.close()
         self.endpoints.clear()
 
-    def handle(
-        self, endpoint: Dhcp6Endpoint, data: bytes, source: Source6, ancdata: list[tuple[int, int, bytes]]
-    ) -> None:
+    def handle(self, endpoint: Dhcp6Endpoint, data: bytes, source: Source6, ancdata: Ancillary) -> None:
         """One datagram, start to finish. Never raises."""
         if not self._serving():
             return
         if not endpoint.receiver.addresses:
             self._refresh_soon()
+        port, iface = endpoint.port, endpoint.iface.name
         try:
-            verdict = process_datagram6(
-                data, source, port=endpoint.port, receiver=endpoint.receiver, settings=self._settings(),
+            result = run6(
+                data, port=port, source=source, receiver=endpoint.receiver, settings=self._settings(),
                 server_duid=self.duid,
             )  # fmt: skip
-            rec = verdict.record
-            if verdict.reply is not None and verdict.destination is not None:
+            rec = record6(result, port=port, iface=iface, source=source_text(source))
+            if isinstance(result, Answered6):
+                wire = result.reply.encode()
                 local = sockets6.destination_of(ancdata)
                 # A unicast request (4011, a relay) is answered from the address it was sent to; a
                 # multicast Solicit from the kernel's choice (link-local, on the client's link).
@@ -216,16 +213,21 @@ class Dhcp6Service:
                     if local is not None and not local.is_multicast
                     else []
                 )
-                endpoint.send(verdict.reply, verdict.destination, ancillary)
+                endpoint.send(wire, result.destination, ancillary)
                 loop = self._loop
                 if loop is not None:
-                    for delay in verdict.repeat:  # see pipeline6.REPEATS
-                        loop.call_later(delay, endpoint.send, verdict.reply, verdict.destination, ancillary)
+                    for delay in result.repeat:  # see pxe6.pipeline.REPEATS
+                        loop.call_later(delay, endpoint.send, wire, result.destination, ancillary)
         except Exception as exc:
             rec = DecisionRecord(
-                Outcome.ERROR, Stage.POLICY, port=endpoint.port, iface=endpoint.iface.name,
-                source=f"[{source[0]}]:{source[1]}", reason=f"internal error: {type(exc).__name__}: {exc}",
-            )  # fmt: skip
+                outcome=Outcome.ERROR,
+                stage=Stage.POLICY,
+                port=port,
+                iface=iface,
+                source=source_text(source),
+                reason=Reason.INTERNAL_ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
+            )
             events.record(rec, exc_info=exc)
             return
         events.record(rec)

@@ -23,7 +23,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
 from proxydhcp.dhcp6.options import duid_ll
-from proxydhcp.sockets import SO_BINDTODEVICE, InterfaceError, set_rcvbuf
+from proxydhcp.serve.sockets import SO_BINDTODEVICE, InterfaceError, set_rcvbuf
 
 ALL_DHCP_SERVERS = IPv6Address("ff02::1:2")
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
