@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -310,6 +310,11 @@ def tftp(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the TFTP server alone: flags over PROXYDHCP_TFTP__* over the file's tftp section, as for serve."""
+    if address is not None:
+        try:
+            ip_address(address)
+        except ValueError:
+            raise fail(f"--address: not an IPv4 or IPv6 address: {address!r}") from None
     flags = {
         "root": None if root is None else str(root),
         "address": address,
@@ -355,7 +360,9 @@ def http_cmd(
     address: Annotated[
         str | None, typer.Option("--address", help="Address to listen on, IPv4 or IPv6. [http.address]")
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 80). [http.port]")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port (default 80; 0: any free one). [http.port]")
+    ] = None,
     max_connections: Annotated[
         int | None,
         typer.Option(
@@ -382,7 +389,7 @@ def http_cmd(
     flags = {
         "root": None if root is None else str(root),
         "address": address,
-        "port": port,
+        "port": port or None,  # 0 (any free port, alone only) is set below: serve needs a real one
         "max_connections": max_connections,
         "head_timeout": head_timeout,
         "send_timeout": send_timeout,
@@ -400,8 +407,9 @@ def http_cmd(
         raise fail("http.root: no directory to serve: give --root DIR or [http] root in the file")
     if not http_root.is_dir():
         raise fail(f"http.root (--root): not a directory: {http_root}")
-    if settings.http.port is None:  # alone, the server has a port whatever the file says
-        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": 80})})
+    if settings.http.port is None or port == 0:  # alone, the server has a port whatever the file says
+        alone = 0 if port == 0 else 80  # 0: the kernel picks one, logged in "HTTP serving ... on"
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": alone})})
     setup_logging(settings.log.format, settings.log.level)
     from proxydhcp.http.server import run_standalone
     from proxydhcp.httpboot import http_config
