@@ -284,8 +284,10 @@ class Topology:
         (default: Microsoft's keys)."""
         self.workdir = workdir
         self.ipv6 = ipv6 or http6
-        # http6: HTTP boot over IPv6; nginx (the HTTP peer) serves the TFTP root on [PXE_IP6]:8080 and
-        # the boot table has only the HTTP entry, so PXE over IPv6 fails fast and HTTPv6 follows.
+        # http6: HTTP boot over IPv6; proxydhcp's own HTTP server (on ::, dual stack) serves the TFTP root
+        # on [PXE_IP6]:8080 (issue 16: HTTP over IPv6 reuses the HTTP server), the boot table has only
+        # the HTTP entry (a plain name the proxy turns into HTTP6_URL, httpboot.boot_url), so PXE over
+        # IPv6 fails fast and HTTPv6 follows.
         self.http6 = http6
         self.relay = relay
         self.colocated = colocated
@@ -365,8 +367,6 @@ class Topology:
                 ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0"]
             )
             pxe.run(["ip", "addr", "add", f"{PXE_IP6}/64", "dev", "eth0", "nodad"])
-            if self.http6:
-                self._start_nginx(pxe)
         self.start_proxy()
 
     def close(self) -> None:
@@ -454,24 +454,6 @@ class Topology:
             log=f"{node.name}-ra.log",
         )
 
-    def _start_nginx(self, node: Netns) -> None:
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(
-            "daemon off;\nuser root root;\n"  # workers as root: the test tree is not readable by nobody
-            f"pid {self.workdir / 'nginx.pid'};\nerror_log {self.workdir / 'nginx-error.log'};\n"
-            "events { worker_connections 64; }\n"
-            f"http {{ access_log {self.workdir / 'nginx-access.log'}; "
-            + "".join(
-                f"{kind}_temp_path {self.workdir}; "
-                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-            )
-            + f"server {{ listen [{PXE_IP6}]:8080; root {self.tftp_root}; }} }}\n"
-        )
-        node.spawn(
-            ["nginx", "-c", str(conf), "-e", str(self.workdir / "nginx-error.log")], log="pxe-nginx.log"
-        )
-        self.log(f"http: nginx on [{PXE_IP6}]:8080 serving {self.tftp_root}")
-
     def start_proxy(self) -> None:
         node = self.ns(self.proxy_ns)
         self.proxy_log = self.workdir / f"proxy-{self.proxy_kind}.log"
@@ -508,7 +490,7 @@ class Topology:
             for cidr in subnets:
                 argv += ["--subnet", cidr]
             table = (
-                [f"efi-x64-http={HTTP6_URL}"]
+                ["efi-x64-http=ipxe.efi"]
                 if self.http6
                 else [f"{arch}={name}" for arch, name in self.boot_table.items()]
             )
@@ -526,6 +508,8 @@ class Topology:
                 argv.append("--colocated")
             if self.http:
                 argv += ["--http-port", str(HTTP_PORT), "--boot-file", "efi-x64-http=ipxe.efi"]
+            elif self.http6:
+                argv += ["--http-port", str(HTTP_PORT)]
             if self.hosts:
                 conf = self.workdir / "proxydhcp.toml"
                 conf.write_text(
