@@ -314,7 +314,7 @@ def tftp(
         try:
             ip_address(address)
         except ValueError:
-            raise fail(f"--address: not an IPv4 or IPv6 address: {address!r}") from None
+            raise fail(f"--address: not an IP address: {address!r}") from None
     flags = {
         "root": None if root is None else str(root),
         "address": address,

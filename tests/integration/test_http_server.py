@@ -372,7 +372,9 @@ def test_any_ipv6_address_serves_both_families(tmp_path: Path) -> None:
         for host in ("127.0.0.1", "[::1]"):
             out = curl("-g", "-o", "/dev/null", "-w", "%{http_code}", f"http://{host}:{running.port}/small.bin")
             assert out.stdout == "200", host
-        log = running.log()
+        deadline = time.monotonic() + 5  # the log writer flushes once per loop iteration
+        while "client=[::1]:" not in (log := running.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "client=127.0.0.1:" in log and "client=[::1]:" in log and "::ffff:" not in log
     finally:
         stop(running)

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from proxydhcp.cli import app
+from proxydhcp.outcome import TransferOutcome
 from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
 from tests.integration.tftp_fixtures import RunningServer, make_tree, stop_server
 
@@ -63,7 +64,7 @@ def test_curl_fetches_over_both_families(dual_stack: RunningServer, tmp_path: Pa
     assert out.read_bytes() == dual_stack.contents["random3m"]
     stats = dual_stack.wait_finished(before + 1)[before:]
     family = "::1" if host == "[::1]" else "::ffff:127.0.0.1"
-    assert any(s.client[0] == family and s.outcome == "completed" for s in stats)
+    assert any(s.client[0] == family and s.outcome is TransferOutcome.COMPLETED for s in stats)
 
 
 @pytest.mark.skipif(shutil.which("tftp") is None, reason="needs tftp-hpa")
