@@ -1,13 +1,13 @@
 """The boot file choice, for every protocol family (DESIGN.md §2 "Boot file choice"): a host entry >
 a client already running iPXE → the iPXE file > the subnet's architecture table > the global
-architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) calls it, and so will a
-DHCPv6 one, so the rule exists once.
+architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) and the DHCPv6 one
+(`pxe6/policy.py`) call it, so the rule exists once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings
 from proxydhcp.outcome import Ignore, Reason
@@ -17,16 +17,18 @@ from proxydhcp.outcome import Ignore, Reason
 class BootChoice:
     boot_file: str
     rule: str  # which rule chose the file, for logs and `explain`
-    next_server: IPv4Address | None  # the host's or the subnet's TFTP server, when one is set
+    # The host's or the subnet's TFTP server, when one is set (a host's is IPv4: a DHCPv4 policy's).
+    next_server: IPv4Address | IPv6Address | None
 
 
 def choose_boot_file(
-    settings: Settings, subnet: SubnetSettings, *, mac: str, arch_key: str, is_ipxe: bool
+    settings: Settings, subnet: SubnetSettings, *, mac: str | None, arch_key: str, is_ipxe: bool
 ) -> BootChoice | Ignore:
-    """The file for a client of `subnet` (an enabled one) with MAC `mac` and architecture `arch_key`."""
-    host = settings.host_for(mac)
+    """The file for a client of `subnet` (an enabled one) with MAC `mac` (None: a DHCPv6 client whose
+    DUID carries none) and architecture `arch_key`."""
+    host = settings.host_for(mac) if mac is not None else None
     if host is not None and host.ignore:
-        return Ignore(Reason.HOST_IGNORED, mac, subnet.cidr)
+        return Ignore(Reason.HOST_IGNORED, host.mac, subnet.cidr)
     next_server = (host.next_server if host is not None else None) or subnet.next_server
     if host is not None and host.boot_file:
         return BootChoice(boot_file=host.boot_file, rule=f"host {mac}", next_server=next_server)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -312,9 +312,9 @@ def tftp(
     """Run the TFTP server alone: flags over PROXYDHCP_TFTP__* over the file's tftp section, as for serve."""
     if address is not None:
         try:
-            IPv4Address(address)
+            ip_address(address)
         except ValueError:
-            raise fail(f"--address: not an IPv4 address: {address!r}") from None
+            raise fail(f"--address: not an IP address: {address!r}") from None
     flags = {
         "root": None if root is None else str(root),
         "address": address,
@@ -360,7 +360,9 @@ def http_cmd(
     address: Annotated[
         str | None, typer.Option("--address", help="Address to listen on, IPv4 or IPv6. [http.address]")
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 80). [http.port]")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port (default 80; 0: any free one). [http.port]")
+    ] = None,
     max_connections: Annotated[
         int | None,
         typer.Option(
@@ -387,7 +389,7 @@ def http_cmd(
     flags = {
         "root": None if root is None else str(root),
         "address": address,
-        "port": port,
+        "port": port or None,  # 0 (any free port, alone only) is set below: serve needs a real one
         "max_connections": max_connections,
         "head_timeout": head_timeout,
         "send_timeout": send_timeout,
@@ -405,8 +407,9 @@ def http_cmd(
         raise fail("http.root: no directory to serve: give --root DIR or [http] root in the file")
     if not http_root.is_dir():
         raise fail(f"http.root (--root): not a directory: {http_root}")
-    if settings.http.port is None:  # alone, the server has a port whatever the file says
-        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": 80})})
+    if settings.http.port is None or port == 0:  # alone, the server has a port whatever the file says
+        alone = 0 if port == 0 else 80  # 0: the kernel picks one, logged in "HTTP serving ... on"
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": alone})})
     setup_logging(settings.log.format, settings.log.level)
     from proxydhcp.http.server import run_standalone
     from proxydhcp.httpboot import http_config
@@ -461,6 +464,10 @@ def explain_cmd(
     server_ip: ServerIpOpt = None,
     colocated: ColocatedOpt = False,
     http_port: HttpPortOpt = None,
+    ipv6: Annotated[
+        bool,
+        typer.Option("-6", "--ipv6", help="A DHCPv6 PXE client (--giaddr: the relay's link-address)."),
+    ] = False,
 ) -> None:
     """Say what the service would answer a client, and why: subnet, rule, boot file, exact reply.
 
@@ -479,6 +486,9 @@ def explain_cmd(
         colocated=colocated,
         http_port=http_port,
     )
+    if ipv6:
+        _explain6(settings, mac, arch, user_class, giaddr, client_ip, local_ip)
+        return
     try:
         mac = normalize_mac(mac)
         code = parse_arch(arch)
@@ -497,7 +507,7 @@ def explain_cmd(
     if "--local-ip" in addresses:
         local = addresses["--local-ip"]
         found = settings.subnet_for(local)
-        network = found.cidr if found else None
+        network = cast(IPv4Network, found.cidr) if found else None
     else:
         note = f"note: receiving interface assumed to be {local} (use --local-ip to set it)\n"
     result = explain(
@@ -522,6 +532,9 @@ def probe_cmd(
     mac: Annotated[str | None, typer.Option("--mac", help="Client MAC (default: the interface's).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to collect offers.")] = 5.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ipv6: Annotated[
+        bool, typer.Option("-6", "--ipv6", help="Act as a PXE/HTTP boot client over IPv6 (DHCPv6, RFC 5970).")
+    ] = False,
 ) -> None:
     """Act as a PXE client on a segment (no lease taken); exit 0 only if such a client would boot."""
     import json
@@ -534,7 +547,13 @@ def probe_cmd(
     except ValueError as exc:
         raise fail(f"--arch: {exc}") from None
     try:
-        result = probe(interface, code, mac, timeout)
+        if ipv6:
+            from proxydhcp.probe6 import probe6
+
+            # BIOS has no IPv6 PXE: the default architecture means x64 UEFI there.
+            result = probe6(interface, 7 if code == 0 else code, mac, timeout)
+        else:
+            result = probe(interface, code, mac, timeout)
     except ProbeError as exc:
         raise fail(str(exc)) from None
     if json_out:
@@ -547,6 +566,45 @@ def probe_cmd(
         typer.echo(result.report.render_text(), nl=False)
         typer.echo(result.summary)
     raise typer.Exit(0 if result.ready else 1)
+
+
+def _explain6(
+    settings: Any,
+    mac: str,
+    arch: str,
+    user_class: str | None,
+    giaddr: str | None,
+    client_ip: str | None,
+    local_ip: str | None,
+) -> None:
+    from ipaddress import IPv6Address
+
+    from proxydhcp.config import normalize_mac
+    from proxydhcp.dhcp.arch import parse_arch
+    from proxydhcp.pxe6.explain import explain6
+
+    try:
+        mac = normalize_mac(mac)
+        code = parse_arch(arch)
+        addresses: dict[str, IPv6Address] = {}
+        for flag, value in (("--giaddr", giaddr), ("--client-ip", client_ip), ("--local-ip", local_ip)):
+            if value is not None:
+                try:
+                    addresses[flag] = IPv6Address(value)
+                except ValueError:
+                    raise ValueError(f"{flag}: not an IPv6 address: {value!r}") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    result = explain6(
+        settings,
+        mac=mac,
+        arch=7 if code == 0 else code,  # no BIOS over IPv6: the default means x64 UEFI
+        user_class=user_class,
+        link_address=addresses.get("--giaddr"),
+        client_ip=addresses.get("--client-ip"),
+        local_ip=addresses.get("--local-ip"),
+    )
+    typer.echo(result.text(), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,11 +6,12 @@ Defaults live here and only here. Every key mirrors a flag of `proxydhcp serve` 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,14 @@ def normalize_mac(text: str) -> str:
         raise ValueError(f"not a MAC address: {text!r}")
     digits = re.sub(r"[:-]", "", value)
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def parse_network(text: str) -> IPv4Network | IPv6Network:
+    """`10.0.0.0/24` or `2001:db8:1::/64` (host bits allowed); ValueError naming what is wrong."""
+    try:
+        return ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"not an IPv4 network or IPv6 prefix: {text!r}") from None
 
 
 def _check_boot_file(value: object, what: str) -> str:
@@ -74,6 +83,13 @@ class ServerSettings(_Section):
     """How UEFI architectures are offered their file: "binl" (default; offer without option 43, the
     client fetches its file on port 4011, which every EDK II fork accepts) or "direct" (option 43
     {6: 8} + file + siaddr in the offer itself, as for BIOS). Keys: architecture names or "default"."""
+    dhcp6_preference: int | None = Field(default=None, ge=0, le=255)
+    """DHCPv6 Preference (option 7) in the proxy's Advertise; unset: none sent. 255 makes a client
+    stop collecting Advertises at once (RFC 8415 §18.2.1): with a proxy, that can be before the
+    address-granting server's Advertise arrives, so it is not the default."""
+    boot_file_params: list[str] = Field(default_factory=list)
+    """DHCPv6 Boot File Parameters (option 60, RFC 5970 §3.2) sent with the Boot File URL."""
+    dhcp6_port: int = Field(default=547, ge=1, le=65535)
     dhcp_port: int = Field(default=67, ge=1, le=65535)
     pxe_port: int = Field(default=4011, ge=1, le=65535)
     user: str | None = None
@@ -117,21 +133,35 @@ class HttpSettings(_Section):
 
 
 class SubnetSettings(_Section):
-    cidr: IPv4Network
+    cidr: IPv4Network | IPv6Network
+    """An IPv4 subnet (DHCPv4 proxy) or an IPv6 prefix (DHCPv6 proxy, RFC 5970)."""
     boot: dict[str, str] = Field(default_factory=dict)
     """Per-subnet architecture → boot file overrides (same keys as [boot])."""
-    next_server: IPv4Address | None = None
-    """TFTP server other than this host for clients of this subnet."""
+    next_server: IPv4Address | IPv6Address | None = None
+    """TFTP server other than this host for clients of this subnet (of the subnet's family)."""
 
     @field_validator("cidr", mode="before")
     @classmethod
     def _strict_cidr(cls, value: Any) -> Any:
         if isinstance(value, str):
-            try:
-                return IPv4Network(value, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not an IPv4 network: {value!r}") from exc
+            return parse_network(value)
         return value
+
+    @model_validator(mode="after")
+    def _same_family(self) -> SubnetSettings:
+        if self.next_server is not None and self.next_server.version != self.cidr.version:
+            raise ValueError(
+                f"next_server {self.next_server} is IPv{self.next_server.version} but cidr {self.cidr} "
+                f"is IPv{self.cidr.version}"
+            )
+        if isinstance(self.cidr, IPv6Network) and (self.cidr.is_link_local or self.cidr.is_multicast):
+            raise ValueError(
+                f"{self.cidr} is not a prefix clients get addresses in: use the global or ULA prefix "
+                "of the link (DHCPv6 clients are placed by their address or the relay's link-address)"
+            )
+        if isinstance(self.cidr, IPv6Network) and self.cidr.prefixlen > 128 - 8:
+            raise ValueError(f"IPv6 prefix {self.cidr} is too long to hold clients (at most /120)")
+        return self
 
     @field_validator("boot")
     @classmethod
@@ -227,10 +257,18 @@ class Settings(BaseSettings):
     # Lookup tables of the subnet and host lists, built on first use. Settings are not changed once
     # built (a reload builds new ones), so they never go stale.
     @cached_property
-    def _subnets(self) -> tuple[tuple[int, int, SubnetSettings], ...]:
-        # Most specific first; sorted() is stable, so the first listed wins a tie.
+    def _subnets(self) -> dict[int, tuple[tuple[int, int, SubnetSettings], ...]]:
+        # Per family (an IPv4 address as an int must never match an IPv6 prefix's mask); most specific
+        # first, and sorted() is stable, so the first listed wins a tie.
         ranked = sorted(self.subnet, key=lambda entry: -entry.cidr.prefixlen)
-        return tuple((int(e.cidr.network_address), int(e.cidr.netmask), e) for e in ranked)
+        return {
+            version: tuple(
+                (int(e.cidr.network_address), int(e.cidr.netmask), e)
+                for e in ranked
+                if e.cidr.version == version
+            )
+            for version in (4, 6)
+        }
 
     @cached_property
     def _hosts(self) -> dict[str, HostSettings]:
@@ -249,10 +287,10 @@ class Settings(BaseSettings):
         # file's list), and passes the result as init kwargs: that is the only source here.
         return (init_settings,)
 
-    def subnet_for(self, address: IPv4Address) -> SubnetSettings | None:
+    def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """The enabled subnet containing `address` (the most specific one), or None."""
         value = int(address)
-        for network, mask, entry in self._subnets:
+        for network, mask, entry in self._subnets[address.version]:
             if value & mask == network:
                 return entry
         return None
@@ -317,13 +355,16 @@ def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] 
     flags = dict(overrides or {})
     extra_subnets = flags.pop("subnet", None)
     if extra_subnets:
-        known = {str(IPv4Network(s["cidr"], strict=False)) for s in data.get("subnet", []) if "cidr" in s}
+        known: set[str] = set()
+        for entry in data.get("subnet", []):
+            with contextlib.suppress(KeyError, ValueError, TypeError, AttributeError):  # the model reports it
+                known.add(str(parse_network(entry["cidr"])))
         merged = list(data.get("subnet", []))
         for entry in extra_subnets:
             try:
-                cidr = str(IPv4Network(entry["cidr"], strict=False))
-            except ValueError:
-                raise ConfigError(f"--subnet: not an IPv4 network: {entry['cidr']!r}") from None
+                cidr = str(parse_network(entry["cidr"]))
+            except ValueError as exc:
+                raise ConfigError(f"--subnet: {exc}") from None
             if cidr not in known:
                 merged.append(entry)
                 known.add(cidr)

@@ -51,9 +51,12 @@ def http_config(settings: Settings, root: Path) -> HttpConfig:
 
     cfg = settings.http
     assert cfg.port is not None
+    address = cfg.address
+    if address == "0.0.0.0" and any(s.cidr.version == 6 for s in settings.subnet):
+        address = "::"  # dual stack: the DHCPv6 proxy's HTTPClients too (as TFTP in serve/service.py)
     return HttpConfig(
         root=root,
-        address=cfg.address,
+        address=address,
         port=cfg.port,
         max_connections=cfg.max_connections,
         head_timeout=cfg.head_timeout,

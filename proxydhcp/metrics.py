@@ -23,9 +23,10 @@ from proxydhcp.events import DecisionRecord
 from proxydhcp.outcome import Outcome, Reason, TransferOutcome
 
 OTHER = "other"
-PORTS = frozenset({"67", "4011"})
+PORTS = frozenset({"67", "4011", "547"})  # 547: the DHCPv6 proxy (service6); its 4011 shares "4011"
 MESSAGE_TYPES = frozenset(
     {"DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM", "none"}
+    | {"SOLICIT", "INFORMATION_REQUEST", "RENEW", "REBIND", "CONFIRM", "RELAY_FORW"}  # DHCPv6 (RFC 8415)
 )
 OUTCOMES = frozenset({"answered", "ignored", "malformed", "error"})
 ARCHES = frozenset(ARCH_NAMES.values()) | {"ipxe"}

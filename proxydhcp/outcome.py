@@ -99,6 +99,61 @@ class Reason(Enum):
         logging.INFO,
         "boot file for {} is not a URL: the 128-byte file field is too short for its URL",
     )
+    # DHCPv6 (RFC 8415, RFC 5970): its own decode, classify and policy exits, with labels shared with
+    # IPv4 where the meaning is the same (a metric series counts both families). Levels as above:
+    # what is not PXE traffic, or another server's, at debug; a PXE client turned away at info.
+    # Decode (the codec's message is the text; too short, overruns and bad values as above).
+    BAD_MESSAGE_TYPE = ("bad_message_type", Outcome.MALFORMED, logging.DEBUG, "{}")
+    BAD_RELAY = ("bad_relay", Outcome.MALFORMED, logging.DEBUG, "{}")  # no option 9, nesting too deep
+    # Classify.
+    NOT_RELAY_FORWARD = (
+        "not_relay_forward",
+        Outcome.IGNORE,
+        logging.DEBUG,
+        "relay message is not a Relay-Forward",
+    )
+    NESTED_NOT_RELAY_FORWARD = (
+        "not_relay_forward",
+        Outcome.IGNORE,
+        logging.DEBUG,
+        "nested relay message is not a Relay-Forward",
+    )
+    RELAY_ON_PXE_PORT = ("relay_on_4011", Outcome.IGNORE, logging.DEBUG, "Relay-Forward on 4011")
+    NO_LINK_ADDRESS = ("no_link_address", Outcome.IGNORE, logging.DEBUG, "relayed without a link-address")
+    NOT_SOLICIT_OR_REQUEST = (
+        "unsupported_message_type",
+        Outcome.IGNORE,
+        logging.DEBUG,
+        "not a Solicit, Request or Information-Request on 547 ({})",
+    )
+    NOT_REQUEST_ON_PXE_PORT = (
+        "unsupported_message_type",
+        Outcome.IGNORE,
+        logging.DEBUG,
+        "not a Request on 4011 ({})",
+    )
+    SOLICIT_WITH_SERVER_ID = ("bad_server_id", Outcome.IGNORE, logging.DEBUG, "Solicit with a Server ID")
+    REQUEST_WITHOUT_SERVER_ID = (
+        "bad_server_id",
+        Outcome.IGNORE,
+        logging.DEBUG,
+        "Request without a Server ID",
+    )
+    OTHER_SERVER = ("other_server", Outcome.IGNORE, logging.DEBUG, "addressed to another server")
+    NO_CLIENT_ID = ("no_client_id", Outcome.IGNORE, logging.DEBUG, "no Client ID")
+    PREFIX_NOT_ENABLED = ("subnet_not_enabled", Outcome.IGNORE, logging.DEBUG, "prefix {} not enabled")
+    NO_SERVER_ADDRESS = (
+        "no_server_address",
+        Outcome.IGNORE,
+        logging.INFO,
+        "no address of this host in {} for the boot file URL",
+    )
+    BOOT_FILE_NOT_HTTP_URL = (
+        "boot_file_not_url",
+        Outcome.IGNORE,
+        logging.INFO,
+        "boot file for {} is not an http URL",
+    )
     # A bug, or a reply the kernel refused: logged with its traceback.
     INTERNAL_ERROR = ("internal_error", Outcome.ERROR, logging.ERROR, "internal error: {}")
 

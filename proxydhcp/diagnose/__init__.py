@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from proxydhcp.diagnose import dhcp6
 from proxydhcp.diagnose.capture import CaptureError, CaptureStats, read_datagrams
 from proxydhcp.diagnose.checks import Finding, Verdict, client_findings, judge
 from proxydhcp.diagnose.report import ClientReport, Report
@@ -43,13 +44,12 @@ def build_report(timeline: Timeline, stats: CaptureStats, name: str) -> Report:
         )
     if stats.ipv4_fragments:
         report.notes.append(f"{stats.ipv4_fragments} IPv4 fragment(s) seen (not reassembled)")
-    if stats.ipv6:
-        v6 = f"{stats.ipv6} IPv6 packet(s)"
-        if stats.dhcpv6 or stats.tftp_v6:
-            v6 += f" ({stats.dhcpv6} DHCPv6, {stats.tftp_v6} TFTP over IPv6)"
-        report.notes.append(
-            v6 + ": IPv6 network boot (DHCPv6, RFC 5970) is out of scope and was not analysed"
-        )
+    # IPv6 network boot (DHCPv6, RFC 5970): the same verdict fields, one report entry per client.
+    for client6 in dhcp6.build_clients(stats.datagrams6):
+        verdict = dhcp6.judge6(client6)
+        report.clients.append(ClientReport(client6.base, verdict, dhcp6.findings6(client6, verdict)))
+    if stats.dhcpv6 and not any(c.client.vendor_class for c in report.clients if c.client.arch is not None):
+        report.notes.append(f"{stats.dhcpv6} DHCPv6 datagram(s), none from a PXE or HTTP boot client")
     if timeline.dhcp_packets == 0:
         report.notes.append("no DHCPv4 message in this capture")
     return report

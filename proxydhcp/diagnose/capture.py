@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -69,6 +69,24 @@ class Datagram:
     wire_len: int | None = None  # the payload's length on the wire, when the capture cut it short
 
 
+@dataclass(frozen=True, slots=True)
+class Datagram6:
+    """One IPv6 UDP datagram of the DHCPv6 proxy flow (546, 547, 4011) or a TFTP request (69)."""
+
+    frame: int
+    ts: float
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    payload: bytes
+    src_mac: str | None
+
+
+DHCP6_PORTS = frozenset({546, 547, 4011})
+MAX_DATAGRAMS6 = 100_000  # kept for diagnose/dhcp6 (a boot's DHCPv6 is a few dozen datagrams)
+
+
 @dataclass(slots=True)
 class CaptureStats:
     """What was in the capture besides the datagrams yielded (for the report's notes)."""
@@ -85,6 +103,7 @@ class CaptureStats:
     cut_short: int = 0  # UDP datagrams cut by the snap length (their sizes come from the UDP header)
     first_ts: float | None = None
     fragment_pairs: dict[tuple[IPv4Address, IPv4Address], int] = field(default_factory=dict)
+    datagrams6: list[Datagram6] = field(default_factory=list)
 
 
 def _mac(raw: bytes) -> str:
@@ -197,6 +216,15 @@ def _decode_frame(stats: CaptureStats, ts: float, buf: bytes) -> Datagram | None
                 stats.dhcpv6 += 1
             if 69 in ports:
                 stats.tftp_v6 += 1
+            if (DHCP6_PORTS & set(ports) or ports[1] == 69) and len(stats.datagrams6) < MAX_DATAGRAMS6:
+                plen = struct.unpack_from("!H", ip, 4)[0]
+                udp = ip[40 : 40 + plen]
+                ulen = struct.unpack_from("!H", udp, 4)[0]
+                payload = udp[8 : ulen if 8 <= ulen <= len(udp) else len(udp)]
+                src6, dst6 = str(IPv6Address(ip[8:24])), str(IPv6Address(ip[24:40]))
+                stats.datagrams6.append(
+                    Datagram6(stats.frames, ts, src6, ports[0], dst6, ports[1], payload, src_mac)
+                )
         return None
     if etype != ETH_IPV4:
         return None

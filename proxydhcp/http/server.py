@@ -133,6 +133,28 @@ class ServerStats:
     statuses: dict[int, int] = field(default_factory=dict)
 
 
+def _is_any6(address: str) -> bool:
+    return ":" in address and socket.inet_pton(socket.AF_INET6, address) == bytes(16)
+
+
+def _dual_stack_listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _unmapped(host: str) -> str:
+    """An IPv4 peer of a dual-stack listener as itself (::ffff:10.0.0.9 → 10.0.0.9)."""
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
 def _hostport(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -329,7 +351,8 @@ class HttpServer:
         return len(self.guard.connections)
 
     async def start(self) -> None:
-        """Bind and listen (raises OSError). `address` may be IPv4 or IPv6 (`::` is IPv6 only)."""
+        """Bind and listen (raises OSError). `address` may be IPv4 or IPv6; `::` serves both families
+        (as TFTP's `::`): IPv4 clients arrive as ::ffff:a.b.c.d and are logged as a.b.c.d."""
         cfg = self.config
         _raise_open_files(cfg.max_connections + 64)
         self._web = web.Server(
@@ -347,9 +370,14 @@ class HttpServer:
             return _Connection(self.guard, web_server())
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            factory, host=cfg.address, port=cfg.port, reuse_address=True, backlog=1024
-        )
+        if _is_any6(cfg.address):
+            # asyncio sets IPV6_V6ONLY on every AF_INET6 listener it makes: a dual-stack one is ours.
+            sock = _dual_stack_listener(cfg.port)
+            self._server = await loop.create_server(factory, sock=sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                factory, host=cfg.address, port=cfg.port, reuse_address=True, backlog=1024
+            )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("HTTP serving %s on %s", self._root, _hostport((cfg.address, self.port)))
 
@@ -375,7 +403,7 @@ class HttpServer:
         conn = self.guard.begin(request.transport)
         started = time.monotonic()
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-        client = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+        client = (_unmapped(str(peer[0])), int(peer[1])) if peer else ("?", 0)
         method = request.method if request.method in METHODS else _printable(request.method, 16)
         name = _printable(request.raw_path)
         status, sent, outcome, reason = Status.SERVER_ERROR, 0, Outcome.ERROR, ""

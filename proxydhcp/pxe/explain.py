@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from typing import cast
 
 from proxydhcp.config import Settings, normalize_mac
 from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch
@@ -226,7 +227,7 @@ def _assumed_client(settings: Settings, local_ip: IPv4Address) -> IPv4Address:
     subnet = settings.subnet_for(local_ip)
     if subnet is None:
         return local_ip
-    candidate = subnet.cidr.broadcast_address - 1
+    candidate = cast(IPv4Network, subnet.cidr).broadcast_address - 1
     return candidate if candidate != local_ip else candidate - 1
 
 
@@ -238,10 +239,11 @@ def assumed_receiver(
     local = settings.server.server_ip
     if local is None:
         near = settings.subnet_for(client_ip) if client_ip is not None and giaddr is None else None
-        subnet = near or (settings.subnet[0] if settings.subnet else None)
-        local = next(subnet.cidr.hosts(), subnet.cidr.network_address) if subnet else _ZERO
+        subnet = near or next((s for s in settings.subnet if s.cidr.version == 4), None)
+        cidr = cast(IPv4Network, subnet.cidr) if subnet else None
+        local = next(cidr.hosts(), cidr.network_address) if cidr else _ZERO
     found = settings.subnet_for(local)
-    return local, found.cidr if found else None
+    return local, cast(IPv4Network, found.cidr) if found else None
 
 
 def _run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Literal
+from typing import Literal, cast
 
 from proxydhcp.boot import choose_boot_file
 from proxydhcp.config import Settings
@@ -96,9 +96,11 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         boot_file = url
     return BootDecision(
         boot_file=boot_file,
-        next_server=choice.next_server or server_ip,
+        next_server=(choice.next_server if isinstance(choice.next_server, IPv4Address) else None)
+        or server_ip,
         server_ip=server_ip,
-        subnet=subnet.cidr,
+        # subnet_for looks an IPv4 address up among the IPv4 subnets only: the cidr is IPv4.
+        subnet=cast(IPv4Network, subnet.cidr),
         rule=choice.rule,
         arch_key=arch_key,
         offer_style=style,

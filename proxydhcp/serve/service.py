@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from proxydhcp.serve import sockets
 from proxydhcp.serve.endpoint import Ancillary, DhcpEndpoint, Local
 from proxydhcp.serve.memo import ReplyMemo
 from proxydhcp.serve.privileges import PrivilegeError, drop_privileges
+from proxydhcp.serve.service6 import Dhcp6Service, ipv6_prefixes
 from proxydhcp.tftp.config import TftpConfig
 from proxydhcp.tftp.endpoint import TransferStats
 from proxydhcp.tftp.server import TftpServer
@@ -79,6 +81,7 @@ class ProxyDhcpService:
         self.overrides = dict(overrides or {})
         self.listeners: list[DhcpEndpoint] = []
         self.tftp: TftpServer | None = None
+        self.dhcp6: Dhcp6Service | None = None
         self.serving = False
         self.memo = ReplyMemo(settings) if settings.server.reply_memo else None
         self._memo_hits_before = 0  # hits of the memos earlier reloads replaced
@@ -173,9 +176,13 @@ class ProxyDhcpService:
                 "no subnet is enabled, so no client would be answered: add --subnet CIDR"
                 ' (e.g. --subnet 192.168.1.0/24) or a [[subnet]] table with cidr = "..." to the config'
             )
+        v4_nets = [s.cidr for s in settings.subnet if isinstance(s.cidr, IPv4Network)]
         try:
-            chosen = sockets.select_interfaces(
-                sockets.interfaces(), settings.server.interfaces, [s.cidr for s in settings.subnet]
+            # IPv6 prefixes only: no IPv4 listener (service6 serves them).
+            chosen = (
+                sockets.select_interfaces(sockets.interfaces(), settings.server.interfaces, v4_nets)
+                if v4_nets
+                else []
             )
         except sockets.InterfaceError as exc:
             raise StartupError(str(exc)) from None
@@ -200,6 +207,7 @@ class ProxyDhcpService:
             self._close_listeners()
             raise
         try:
+            self._start_dhcp6(settings)
             await self._start_tftp(settings)
             self.http = await httpboot.start_http(settings, self._http_request)
         except httpboot.HttpStartError as exc:
@@ -213,7 +221,27 @@ class ProxyDhcpService:
         bound = "/".join(str(n) for _, n, _ in ports)
         mode = " (co-located: 4011 only)" if settings.server.colocated else ""
         fields = {"interfaces": [i.name for i in chosen], "subnets": [str(s.cidr) for s in settings.subnet]}
-        log.info("serving proxyDHCP on %s, UDP %s%s", names, bound, mode, extra={"fields": fields})
+        if chosen:  # none when only IPv6 prefixes are enabled (service6 said what it serves)
+            log.info("serving proxyDHCP on %s, UDP %s%s", names, bound, mode, extra={"fields": fields})
+
+    def _start_dhcp6(self, settings: Settings) -> None:
+        """The DHCPv6 proxy (service6), when an IPv6 prefix is enabled."""
+        if not ipv6_prefixes(settings):
+            return
+        assert self._loop is not None
+        dhcp6 = Dhcp6Service(lambda: self.settings, lambda: self.serving)
+        try:
+            chosen = dhcp6.start(self._loop, settings)
+        except sockets.InterfaceError as exc:
+            raise StartupError(f"DHCPv6: {exc}") from None
+        except OSError as exc:
+            raise StartupError(
+                "DHCPv6: " + sockets.bind_error_message(exc, settings.server.dhcp6_port, "dhcp")
+            ) from None
+        self.dhcp6 = dhcp6
+        names = ", ".join(i.name for i in chosen)
+        log.info("serving DHCPv6 proxy on %s, UDP %d/%d, DUID %s", names, settings.server.dhcp6_port,
+                 settings.server.pxe_port, dhcp6.duid.hex())  # fmt: skip
 
     async def _start_tftp(self, settings: Settings) -> None:
         if not settings.tftp.enabled:
@@ -225,8 +253,11 @@ class ProxyDhcpService:
             return
         if not cfg.root.is_dir():
             raise StartupError(f"tftp.root: not a directory: {cfg.root}")
+        root = cfg.root
+        if ipv6_prefixes(settings) and cfg.address == IPv4Address(0):
+            cfg = cfg.model_copy(update={"address": IPv6Address(0)})  # dual stack: IPv6 clients too
         server = TftpServer(
-            TftpConfig.from_settings(cfg, cfg.root),
+            TftpConfig.from_settings(cfg, root),
             on_transfer=self._transfer_done,
             on_start=self._transfer_started,
             emit=emit_fast,
@@ -253,6 +284,9 @@ class ProxyDhcpService:
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
+        if self.dhcp6 is not None:
+            self.dhcp6.close()
+            self.dhcp6 = None
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop answering DHCP at once; let TFTP transfers in flight finish within `grace` seconds."""
@@ -295,6 +329,8 @@ class ProxyDhcpService:
                 fresh = current.get(listener.iface.name)
                 if fresh is not None and fresh.address is not None:
                     listener.set_interface(fresh)
+            if self.dhcp6 is not None:
+                self.dhcp6.refresh()
         if new.log != self.settings.log:
             setup_logging(new.log.format, new.log.level)
         self.settings = new  # one reference swap: a packet sees the old or the new settings, never a mix

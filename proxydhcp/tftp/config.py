@@ -9,7 +9,7 @@ only the process knows (its worker count) and the file cache's budgets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ class TftpSettings(BaseModel):
 
     enabled: bool = True
     root: Path | None = None
-    address: IPv4Address = IPv4Address("0.0.0.0")
+    address: IPv4Address | IPv6Address = IPv4Address("0.0.0.0")
+    """Address to listen on; `::` serves IPv4 and IPv6 (the default when an IPv6 prefix is enabled)."""
     port: int = Field(default=69, ge=1, le=65535)
     max_blksize: int = Field(default=1468, ge=8, le=65464)
     max_windowsize: int = Field(default=16, ge=1, le=65535)

@@ -100,13 +100,47 @@ class TransferStats:
         return self.bytes / self.duration / 1e6 if self.duration > 0 else 0.0
 
 
+def peer(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    """A socket address as (host, port): an IPv6 one (host, port, flowinfo, scope_id) keeps its scope
+    in the host text (`fe80::1%3`), which sendto and bind take back. Every client address in this
+    package has this form, so IPv4 and IPv6 transfers compare, key and log them alike."""
+    if len(addr) == 2:
+        return addr
+    scope = addr[3]
+    return (f"{addr[0]}%{scope}" if scope else addr[0]), addr[1]
+
+
+def sockaddr(address: tuple[str, int]) -> tuple[str, int] | tuple[str, int, int, int]:
+    """`peer`'s form back to what bind/sendto/connect need: CPython drops a `%scope` in the host text
+    of a 2-tuple, so a scoped (link-local) address becomes (host, port, 0, scope)."""
+    host = address[0]
+    if "%" not in host:
+        return address
+    bare, _, scope = host.partition("%")
+    return bare, address[1], 0, int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+
+
+def _peer_recv_into(
+    recv_into: Callable[[bytearray], tuple[int, tuple[str, int]]],
+) -> Callable[[bytearray], tuple[int, tuple[str, int]]]:
+    def recv(buf: bytearray) -> tuple[int, tuple[str, int]]:
+        n, addr = recv_into(buf)
+        return n, peer(addr)
+
+    return recv
+
+
+def family_of(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def transfer_socket(local: str) -> socket.socket:
     """A fresh non-blocking socket on `local`, port chosen by the kernel: a new TID (RFC 1350)."""
-    sock = socket.socket(socket.AF_INET, _SOCK_TYPE)
+    sock = socket.socket(family_of(local), _SOCK_TYPE)
     try:
         if not _NONBLOCK:
             sock.setblocking(False)
-        sock.bind((local, 0))
+        sock.bind(sockaddr((local, 0)))
     except OSError:
         sock.close()
         raise
@@ -156,7 +190,7 @@ class SocketPool:
             self._count -= 1
             return sock, addr
         sock = transfer_socket(local)
-        bound: tuple[str, int] = sock.getsockname()
+        bound = peer(sock.getsockname())
         self._own.addresses.add(bound)
         return sock, bound
 
@@ -199,6 +233,7 @@ class Transfer:
     """One read transfer's I/O: its socket, its timer, its source; the decisions are `state`'s."""
 
     __slots__ = (
+        "_dest",
         "_filling",
         "_gso",
         "_gso_cmsg",
@@ -265,10 +300,13 @@ class Transfer:
         self._tid_error_at = -TID_ERROR_INTERVAL
         self._repeat_at = -REPEAT_INTERVAL
         self.pool = pool
-        self.local: tuple[str, int] = local if local is not None else sock.getsockname()
+        self.local: tuple[str, int] = local if local is not None else peer(sock.getsockname())
         # Bound once: the lockstep path runs these once per block.
-        self._recv_into = sock.recvfrom_into
+        self._recv_into = (
+            sock.recvfrom_into if sock.family == socket.AF_INET else _peer_recv_into(sock.recvfrom_into)
+        )
         self._sendto = sock.sendto
+        self._dest = sockaddr(client)  # what sendto takes (self.client is the compared, logged form)
         self._now = loop.time
         self._peer: socket.socket | None = None
         self._peer_send: Callable[[bytes], int] | None = None
@@ -297,7 +335,7 @@ class Transfer:
         Everything else reaches the unconnected socket, which still answers a stranger with ERROR 5,
         where a lone connected socket would leave the kernel to answer with ICMP. False, and no twin,
         where the kernel refuses (then the transfer socket does it all, as for a short transfer)."""
-        twin = socket.socket(socket.AF_INET, _SOCK_TYPE)
+        twin = socket.socket(self.sock.family, _SOCK_TYPE)
         try:
             if not _NONBLOCK:
                 twin.setblocking(False)
@@ -305,8 +343,8 @@ class Transfer:
             # a port another socket of ours holds.
             self.sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
             twin.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
-            twin.bind(self.local)
-            twin.connect(self.client)
+            twin.bind(sockaddr(self.local))
+            twin.connect(self._dest)
             self._loop.add_reader(twin.fileno(), self._on_lockstep)
         except OSError as exc:
             log.debug("no connected twin for the transfer to %s:%d: %s", *self.client, exc)
@@ -323,7 +361,7 @@ class Transfer:
                 n, addr = twin.recvfrom_into(buf)
             except OSError:
                 break
-            self._on_datagram(buf, n, addr)
+            self._on_datagram(buf, n, peer(addr))
         return True
 
     def _arm(self) -> None:
@@ -350,7 +388,7 @@ class Transfer:
 
     def _send(self, data: bytes) -> None:
         try:
-            self.sock.sendto(data, self.client)
+            self.sock.sendto(data, self._dest)
         except (BlockingIOError, InterruptedError):
             pass  # lost like any datagram: the timer resends
         except OSError as exc:
@@ -380,7 +418,7 @@ class Transfer:
                 return
             self._fill(base, min((first - 1 + max(state.windowsize, 1)) * blksize, state.size))
             return
-        client = self.client
+        client = self._dest
         try:
             if first == last:  # lockstep: the common case
                 self._sendto(_HEADERS[first & 0xFFFF] + view, client)
@@ -396,7 +434,7 @@ class Transfer:
 
     def _send_blocks(self, view: memoryview, first: int, last: int, blksize: int) -> None:
         sendto = self.sock.sendto
-        client = self.client
+        client = self._dest
         offset = 0
         for block in range(first, last + 1):
             sendto(_HEADERS[block & 0xFFFF] + view[offset : offset + blksize], client)
@@ -406,7 +444,7 @@ class Transfer:
         """The window as header/payload pairs gathered into GSO sends of `_gso` datagrams each; every
         datagram but the last is exactly blksize + 4 bytes, the kernel's segment size."""
         sendmsg = self.sock.sendmsg
-        client = self.client
+        client = self._dest
         per_send = self._gso
         cmsg = self._gso_cmsg
         block = first
@@ -506,7 +544,7 @@ class Transfer:
             if self._peer_send is not None:
                 self._peer_send(_HEADERS[block & 0xFFFF] + view)
             else:
-                self._sendto(_HEADERS[block & 0xFFFF] + view, self.client)
+                self._sendto(_HEADERS[block & 0xFFFF] + view, self._dest)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
@@ -550,7 +588,7 @@ class Transfer:
         self._tid_error_at = now
         log.debug("packet for %s:%d's transfer from %s:%d: unknown TID", *self.client, *addr)
         with contextlib.suppress(OSError):
-            self.sock.sendto(Error.of(ErrorCode.UNKNOWN_TID).encode(), addr)
+            self.sock.sendto(Error.of(ErrorCode.UNKNOWN_TID).encode(), sockaddr(addr))
 
     def _other_packet(self, data: bytes) -> None:
         try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import resource
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +34,10 @@ from proxydhcp.tftp.endpoint import (
     SocketPool,
     Transfer,
     TransferStats,
+    family_of,
+    peer,
     printable,
+    sockaddr,
 )
 from proxydhcp.tftp.files import (
     FileCache,
@@ -58,10 +63,13 @@ from proxydhcp.tftp.packet import (
 log = logging.getLogger("proxydhcp.tftp")
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # also the cmsg type (SCM_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("@ll")
 # Room for IP_PKTINFO (struct in_pktinfo) and the kernel's arrival time (struct timespec).
-_ANC_SIZE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(_TIMESPEC.size)
+_ANC_SIZE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(_TIMESPEC.size)  # in6_pktinfo is 20 bytes
 IP_MTU = getattr(socket, "IP_MTU", 14)
 _MTU_CACHE_SIZE = 1024
 
@@ -138,8 +146,15 @@ def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float | None:
 
 
 def _pktinfo_local(ancdata: list[tuple[int, int, bytes]], fallback: str) -> str:
-    """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr)."""
+    """The address an RRQ was sent to, from IP_PKTINFO (in_pktinfo: ifindex, spec_dst, addr) or
+    IPV6_PKTINFO (in6_pktinfo: addr, ifindex; a link-local one keeps its interface as `%index`)."""
     for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 20:
+            address = ipaddress.IPv6Address(data[:16])
+            if address.is_multicast:
+                return fallback
+            index = int.from_bytes(data[16:20], sys.byteorder)
+            return f"{address}%{index}" if address.is_link_local else str(address)
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
             addr = data[8:12]
             # A broadcast or multicast RRQ is answered from the interface's own address.
@@ -203,13 +218,19 @@ class TftpServer:
     async def start(self) -> None:
         """Bind the listening socket (OSError on failure) and start serving."""
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(family_of(self.config.address), socket.SOCK_DGRAM)
         try:
+            if sock.family == socket.AF_INET6:
+                # `::` serves both families (IPv4 clients appear as ::ffff:a.b.c.d); a specific IPv6
+                # address serves IPv6 only, as the kernel decides anyway.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             # No SO_REUSEADDR: another TFTP server (dnsmasq) on the port must be a bind error, not a
             # silent share. SO_REUSEPORT only for our own workers' group.
             if self.config.workers > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            with contextlib.suppress(OSError):  # an AF_INET6 socket takes it for its IPv4 clients
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             with contextlib.suppress(OSError):  # arrival times tell a late repeat of an RRQ (_duplicate)
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             with contextlib.suppress(OSError):
@@ -224,7 +245,7 @@ class TftpServer:
         # Two sockets per long lockstep transfer (endpoint.PAIR_MIN_BLOCKS), a file per chunked one.
         raise_open_files(3 * self.config.max_transfers + POOL_SIZE + 64)
         self._own.listener_port = self.port
-        self._own.addresses.add(sock.getsockname())
+        self._own.addresses.add(peer(sock.getsockname()))
         self._loop.add_reader(sock.fileno(), self._on_request)
         log.info("TFTP serving %s on %s:%d", self._root, self.config.address, self.port)
 
@@ -267,6 +288,7 @@ class TftpServer:
         for _ in range(DRAIN):
             try:
                 data, ancdata, _flags, client = sock.recvmsg(MAX_DATAGRAM, _ANC_SIZE)
+                client = peer(client)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -508,7 +530,7 @@ class TftpServer:
             log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
             return
         try:
-            sock.sendto(Error(exc.code, exc.message).encode(), client)
+            sock.sendto(Error(exc.code, exc.message).encode(), sockaddr(client))
         except OSError as err:
             log.debug("cannot send ERROR to %s:%d: %s", client[0], client[1], err)
         self._pool.give(sock, address, client)
@@ -520,11 +542,16 @@ class TftpServer:
             return self._mtu[key]
         mtu: int | None
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                if local != "0.0.0.0":
-                    probe.bind((local, 0))
-                probe.connect((client, 9))
-                mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+            family = family_of(client)
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                if local not in ("0.0.0.0", "::"):
+                    probe.bind(sockaddr((local, 0)))
+                probe.connect(sockaddr((client, 9)))
+                if family == socket.AF_INET:
+                    mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+                else:
+                    # Negotiation takes 32 bytes of IPv4 + UDP + TFTP headers off; IPv6's are 20 more.
+                    mtu = probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) - 20
         except OSError:
             mtu = None
         if len(self._mtu) >= _MTU_CACHE_SIZE:

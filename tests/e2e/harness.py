@@ -54,7 +54,7 @@ OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
 OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
 AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
-UEFI_FIRMWARE = frozenset({"uefi", "uefi-http", "uefisb", "arm64"})
+UEFI_FIRMWARE = frozenset({"uefi", "uefi-http", "uefi6", "uefi6http", "uefisb", "arm64"})
 BOOT_FILES = {  # TFTP root name → where Debian installs it (packages ipxe, pxelinux, syslinux-common)
     "undionly.kpxe": Path("/usr/lib/ipxe/undionly.kpxe"),
     "ipxe.efi": Path("/usr/lib/ipxe/ipxe.efi"),
@@ -78,11 +78,17 @@ GIVE_UP = {
     "uefisb": re.compile(_EDK2_GIVE_UP),
     "arm64": re.compile(_EDK2_GIVE_UP),
     "uefi-http": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI HTTPv4'),
+    "uefi6": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI PXEv6'),
+    "uefi6http": re.compile(r'failed to (load|start) Boot[0-9A-F]+ "UEFI HTTPv6'),
 }
 HTTP_PORT = 8080  # the built-in HTTP server of an http=True topology
 # OVMF's HTTP boot over IPv4 first: its PXE paths and HTTP over IPv6 switched off through fw_cfg
 # (each unwanted path costs up to 60 s of timeouts otherwise).
 OVMF_HTTP_FW_CFG = ("IPv4PXESupport", "IPv6PXESupport", "IPv6Support")
+HTTP6_URL = "http://[fd77::2]:8080/ipxe.efi"
+# IPv6 topology (ipv6=True): dnsmasq on corp is the DHCPv6 server (M=1 router advertisements with
+# the prefix on-link, issue 20); proxydhcp answers the PXE Solicit for this prefix.
+PREFIX6, CORP_IP6, PXE_IP6 = "fd77::/64", "fd77::1", "fd77::2"
 
 # Seconds a give-up line waits for the capture to show the marker (its text can lag the console).
 MARKER_GRACE = 2.0
@@ -267,6 +273,8 @@ class Topology:
         only_4011: bool = False,
         sb_vars: Path | None = None,
         http: bool = False,
+        ipv6: bool = False,
+        http6: bool = False,
     ) -> None:
         """boot: architecture → boot file, added to / replacing the defaults (bios, efi-x64);
         files: TFTP root name → source file, added to the root; next_server: dhcpd's next-server
@@ -275,6 +283,12 @@ class Topology:
         4011 only (--colocated) wherever it runs; sb_vars: the variable store uefisb VMs start from
         (default: Microsoft's keys)."""
         self.workdir = workdir
+        self.ipv6 = ipv6 or http6
+        # http6: HTTP boot over IPv6; proxydhcp's own HTTP server (on ::, dual stack) serves the TFTP root
+        # on [PXE_IP6]:8080 (issue 16: HTTP over IPv6 reuses the HTTP server), the boot table has only
+        # the HTTP entry (a plain name the proxy turns into HTTP6_URL, httpboot.boot_url), so PXE over
+        # IPv6 fails fast and HTTPv6 follows.
+        self.http6 = http6
         self.relay = relay
         self.colocated = colocated
         self.boot_table = {"bios": "undionly.kpxe", "efi-x64": "ipxe.efi", **(boot or {})}
@@ -347,6 +361,12 @@ class Topology:
             rtr.start_dhcrelay("eth1", "eth0", helpers)
             self._start_ra(rtr, "eth1", "fd78::1")
             self.log(f"router: dhcrelay on {RTR2_IP} forwarding to {', '.join(helpers)} (ip helper-address)")
+        if self.ipv6 and not self.colocated:
+            pxe = lab.ns("pxe")
+            pxe.run(
+                ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0"]
+            )
+            pxe.run(["ip", "addr", "add", f"{PXE_IP6}/64", "dev", "eth0", "nodad"])
         self.start_proxy()
 
     def close(self) -> None:
@@ -385,15 +405,17 @@ class Topology:
         if self.next_server:
             extra += f"\nnext-server {self.next_server};"
         corp.start_dhcpd("eth0", subnets, extra=extra)
-        self._start_ra(corp, "eth0", "fd77::1")
+        # ipv6: a stateful DHCPv6 server (dnsmasq, nothing about PXE) and M=1 RAs; else RAs only.
+        self._start_ra(corp, "eth0", CORP_IP6, dhcp6=self.ipv6)
         self.log(
             f"corporate DHCP: ISC dhcpd on {CORP_IP}"
             + (", option 60 PXEClient" if self.corp_pxeclient else "")
             + (f", next-server {self.next_server}" if self.next_server else "")
         )
 
-    def _start_ra(self, node: Netns, iface: str, addr: str) -> None:
-        """IPv6 router advertisements only: without one iPXE waits ~15 s per stage for IPv6."""
+    def _start_ra(self, node: Netns, iface: str, addr: str, dhcp6: bool = False) -> None:
+        """IPv6 router advertisements only: without one iPXE waits ~15 s per stage for IPv6. With
+        `dhcp6`, dnsmasq is also the network's ordinary DHCPv6 server (addresses, no boot file)."""
         node.run(
             [
                 "sysctl",
@@ -419,7 +441,10 @@ class Topology:
                     "pid-file=",
                     f"dhcp-leasefile={self.workdir / (node.name + '-ra.leases')}",
                     "enable-ra",
-                    f"dhcp-range=::,constructor:{iface},ra-only,64,10m",
+                    f"dhcp-range=::100,::1ff,constructor:{iface},64,10m"
+                    if dhcp6
+                    else f"dhcp-range=::,constructor:{iface},ra-only,64,10m",
+                    "log-dhcp" if dhcp6 else "",
                     "",
                 ]
             )
@@ -460,10 +485,17 @@ class Topology:
         subnets = [LOCAL_NET, RELAY_NET] if self.relay else [LOCAL_NET]
         if self.proxy_kind == "proxydhcp":
             argv = [sys.executable, "-m", "proxydhcp", "serve", "--interface", "eth0"]
+            if self.ipv6:
+                subnets = [*subnets, PREFIX6]
             for cidr in subnets:
                 argv += ["--subnet", cidr]
-            for arch, name in self.boot_table.items():
-                argv += ["--boot-file", f"{arch}={name}"]
+            table = (
+                ["efi-x64-http=ipxe.efi"]
+                if self.http6
+                else [f"{arch}={name}" for arch, name in self.boot_table.items()]
+            )
+            for entry in table:
+                argv += ["--boot-file", entry]
             argv += [
                 "--ipxe-boot-file",
                 "boot.ipxe",
@@ -476,6 +508,8 @@ class Topology:
                 argv.append("--colocated")
             if self.http:
                 argv += ["--http-port", str(HTTP_PORT), "--boot-file", "efi-x64-http=ipxe.efi"]
+            elif self.http6:
+                argv += ["--http-port", str(HTTP_PORT)]
             if self.hosts:
                 conf = self.workdir / "proxydhcp.toml"
                 conf.write_text(
@@ -661,6 +695,8 @@ class Topology:
             code, template, machine, mem = {
                 "uefi": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
                 "uefi-http": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
+                "uefi6": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
+                "uefi6http": (OVMF_CODE, OVMF_VARS, ["-machine", "q35"], "512"),
                 # Secure Boot needs the SMM build, and SMM-protected variable flash.
                 "uefisb": (
                     OVMF_SB_CODE,
@@ -688,6 +724,12 @@ class Topology:
                 f"if=pflash,format=raw,unit=1,file={variables}",
                 *fw_cfg_switches(OVMF_HTTP_FW_CFG if vm.firmware == "uefi-http" else vm.switched_off),
             ]
+            if vm.firmware in ("uefi6", "uefi6http"):
+                # PXE over IPv6 first (issue 20): without this OVMF spends up to 60 s on PXEv4.
+                argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"]
+            if vm.firmware == "uefi6http":
+                # PXEv6 then HTTPv6 (HTTPv6 first fails before its link-local address passed DAD).
+                argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no"]
         else:
             raise ValueError(f"unknown firmware {vm.firmware!r}")
         (bdir / f"{vm.name}-qemu-cmdline.txt").write_text(" ".join(argv) + "\n")

@@ -9,6 +9,10 @@ Targets (each a function of bytes that raises only on a bug):
   dhcp   DhcpPacket.decode is total (value or MalformedPacket); a decoded packet re-encodes to a fixed
          point; dump() never raises.
   tftp   tftp.packet.decode is total; requests, DATA and ACK re-encode to a fixed point.
+  dhcp6  proxydhcp.dhcp6.packet.decode is total (value or MalformedDhcp6, relay nesting bounded); a
+         decoded message re-encodes to a fixed point; dump() never raises.
+  reply6 a DHCPv6 datagram → pipeline6 → an answer has no IA option anywhere, Server ID, the Client
+         ID echoed, option 59 and option 16 (343, PXEClient/HTTPClient), the request's xid.
   reply  a decodable PXE request → classify → decide → build_reply → the reply encodes, decodes, has
          yiaddr 0, no lease option (1/3/6/51/58/59), the request's xid and chaddr.
 
@@ -37,8 +41,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CORPUS = HERE / "corpus"
-TARGETS = ("dhcp", "tftp", "reply")
-CORPUS_OF = {"dhcp": "dhcp", "tftp": "tftp", "reply": "dhcp", "canary": "none"}
+TARGETS = ("dhcp", "tftp", "reply", "dhcp6", "reply6")
+CORPUS_OF = {
+    "dhcp": "dhcp",
+    "tftp": "tftp",
+    "reply": "dhcp",
+    "dhcp6": "dhcp6",
+    "reply6": "dhcp6",
+    "canary": "none",
+}
 LEASE_OPTIONS = frozenset({1, 3, 6, 51, 58, 59})
 DHCP_PORTS = frozenset({67, 68, 4011})
 NOT_TFTP_PORTS = frozenset({53, 123, 137, 138, 546, 547, 1900, 5353})
@@ -86,6 +97,21 @@ def target_tftp(data: bytes) -> None:
 _SETTINGS: Any = None
 
 
+def _dhcp6_seeds() -> dict[str, bytes]:
+    from tests.dhcp6_requests import HTTP_VENDOR, edk2_boot_request, edk2_solicit, relay_forward
+
+    solicit = edk2_solicit()
+    return {
+        "edk2-solicit": solicit,
+        "edk2-solicit-http": edk2_solicit(arch=16, vendor=HTTP_VENDOR, ia=False),
+        "edk2-solicit-no-arch": edk2_solicit(arch=None),
+        "edk2-boot-request": edk2_boot_request(_SERVER_DUID),
+        "edk2-boot-request-srvid": b"\x03\x3a\x5b\x7cSRVID" + edk2_boot_request(_SERVER_DUID)[4 + 14 :],
+        "relayed-solicit": relay_forward(solicit, "2001:db8:1::1"),
+        "relayed-twice": relay_forward(relay_forward(solicit, "2001:db8:1::1"), "::", hops=1),
+    }
+
+
 def _fuzz_settings() -> Any:
     """Every architecture has a file (HTTP ones a URL), so most requests reach build_reply; a few host
     entries exercise the per-MAC rules."""
@@ -105,6 +131,8 @@ def _fuzz_settings() -> Any:
                 "subnet": [
                     {"cidr": "0.0.0.0/1"},
                     {"cidr": "128.0.0.0/1", "next_server": "10.9.9.9", "boot": {"bios": "other.kpxe"}},
+                    {"cidr": "2001:db8:1::/64"},
+                    {"cidr": "2000::/3", "next_server": "2001:db8:9::9", "boot": {"efi-x64": "v6.efi"}},
                 ],
                 "host": [
                     {"mac": "02:00:00:00:00:01", "ignore": True},
@@ -211,6 +239,66 @@ def target_reply(data: bytes) -> None:
         raise FuzzFailure("option 82 not echoed verbatim")
 
 
+def target_dhcp6(data: bytes) -> None:
+    from proxydhcp.dhcp6.packet import MalformedDhcp6, decode, dump
+
+    try:
+        pkt = decode(data)
+    except MalformedDhcp6:
+        return
+    dump(pkt)
+    again = decode(pkt.encode())
+    if again != pkt:
+        raise FuzzFailure(f"DHCPv6 round trip changed the message:\n{dump(pkt)}---\n{dump(again)}")
+
+
+_SERVER_DUID = bytes.fromhex("00030001020000000001")
+
+
+def target_reply6(data: bytes) -> None:
+    from ipaddress import IPv6Address
+
+    from proxydhcp.dhcp6 import options
+    from proxydhcp.dhcp6.packet import IA_OPTIONS, Message, MessageType, Opt, RelayMessage, decode
+    from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
+    from proxydhcp.pxe6.pipeline import Answered6, run6
+    from proxydhcp.pxe6.policy import Receiver6
+
+    if len(data) < 2:
+        return
+    port = DHCP6_PORT if data[0] & 1 else PXE6_PORT
+    raw = data[1:]
+    # A Request/Information-Request may name our Server ID: let the fuzzer reach it with one byte.
+    raw = raw.replace(b"SRVID", (2).to_bytes(2, "big") + len(_SERVER_DUID).to_bytes(2, "big") + _SERVER_DUID)
+    source = ("fe80::1" if data[0] & 2 else "2001:db8:1::99", 546 if port == DHCP6_PORT else 4011, 0, 2)
+    receiver = Receiver6("fz0", ((IPv6Address("2001:db8:1::1"), 64),))
+    result = run6(
+        raw, port=port, source=source, receiver=receiver, settings=_fuzz_settings(), server_duid=_SERVER_DUID
+    )
+    if not isinstance(result, Answered6):
+        return
+    reply = decode(result.reply.encode())
+    request = decode(raw)
+    node: Message | RelayMessage = reply
+    while isinstance(node, RelayMessage):
+        if node.msg_type != MessageType.RELAY_REPL:
+            raise FuzzFailure("a relayed answer is not a Relay-Reply")
+        node = node.inner
+    inner_request = request.innermost() if isinstance(request, RelayMessage) else request
+    present = {code for code, _ in node.options}
+    if present & IA_OPTIONS:
+        raise FuzzFailure(f"answer carries an IA/address option: {sorted(present & IA_OPTIONS)}")
+    if node.transaction_id != inner_request.transaction_id:
+        raise FuzzFailure("answer's transaction id differs from the request's")
+    if node.option(Opt.SERVERID) != _SERVER_DUID or Opt.BOOTFILE_URL not in present:
+        raise FuzzFailure("answer without our Server ID or a Boot File URL")
+    if node.option(Opt.CLIENTID) != inner_request.option(Opt.CLIENTID):
+        raise FuzzFailure("Client ID not echoed")
+    vendor = options.vendor_class(node.option(Opt.VENDOR_CLASS))
+    if vendor is None or vendor.enterprise != 343 or vendor.data[0] not in (b"PXEClient", b"HTTPClient"):
+        raise FuzzFailure("answer without vendor class 343 PXEClient/HTTPClient (EDK II hangs)")
+
+
 def target_canary(data: bytes) -> None:
     """Self-test of the harness (not run by default): a planted bug that must be found and reported."""
     if len(data) >= 3 and data[0] == 0x46 and data[1] == 0x55 and data[2] == 0x5A:
@@ -221,6 +309,8 @@ TARGET_FUNCS: dict[str, Callable[[bytes], None]] = {
     "dhcp": target_dhcp,
     "tftp": target_tftp,
     "reply": target_reply,
+    "dhcp6": target_dhcp6,
+    "reply6": target_reply6,
     "canary": target_canary,
 }
 
@@ -252,6 +342,7 @@ def _udp_payloads(path: Path) -> Iterator[tuple[int, int, bytes]]:
 
 # Hand-written inputs that broke other servers or sit on boundaries (kept next to the captured ones).
 HANDMADE: dict[str, dict[str, bytes]] = {
+    "dhcp6": _dhcp6_seeds(),
     "tftp": {
         "rrq-blksize-windowsize-unknown": (
             b"\0\1pxelinux.0\0octet\0blksize\0001468\0windowsize\0004\0msftwindow\00031\0"
@@ -281,7 +372,7 @@ HANDMADE: dict[str, dict[str, bytes]] = {
 
 def extract_corpus(sources: list[Path]) -> dict[str, int]:
     """Write every DHCP/TFTP UDP payload of the captures (and HANDMADE) to corpus/<kind>/."""
-    counts = {"dhcp": 0, "tftp": 0}
+    counts = {"dhcp": 0, "tftp": 0, "dhcp6": 0}
     for kind in counts:
         (CORPUS / kind).mkdir(parents=True, exist_ok=True)
 
@@ -375,12 +466,18 @@ def worker_atheris(target: str, seconds: int, workdir: Path) -> None:
         import proxydhcp.config
         import proxydhcp.dhcp.options
         import proxydhcp.dhcp.packet
+        import proxydhcp.dhcp6.options
+        import proxydhcp.dhcp6.packet
         import proxydhcp.pxe.classify
         import proxydhcp.pxe.policy
         import proxydhcp.pxe.reply
+        import proxydhcp.pxe6.classify
+        import proxydhcp.pxe6.pipeline
+        import proxydhcp.pxe6.policy
+        import proxydhcp.pxe6.reply
         import proxydhcp.tftp.packet  # noqa: F401
     func = atheris.instrument_func(TARGET_FUNCS[target])  # the target's own checks count as coverage too
-    if target == "reply":
+    if target in ("reply", "reply6"):
         _fuzz_settings()
     live = workdir / "corpus"
     live.mkdir(parents=True, exist_ok=True)

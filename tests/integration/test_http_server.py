@@ -357,6 +357,29 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
         stop(running)
 
 
+def test_any_ipv6_address_serves_both_families(tmp_path: Path) -> None:
+    # `::` is dual stack, as for TFTP (serve uses it when an IPv6 prefix is enabled): IPv4 clients
+    # get the same server and are logged as themselves, not as ::ffff:a.b.c.d.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1")
+    running = start(tmp_path, host="::")
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            out = curl("-g", "-o", "/dev/null", "-w", "%{http_code}", f"http://{host}:{running.port}/small.bin")
+            assert out.stdout == "200", host
+        deadline = time.monotonic() + 5  # the log writer flushes once per loop iteration
+        while "client=[::1]:" not in (log := running.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "client=127.0.0.1:" in log and "client=[::1]:" in log and "::ffff:" not in log
+    finally:
+        stop(running)
+
+
 def test_a_cached_name_swapped_for_a_symlink_out_is_refused(server: Running) -> None:
     """Names seen a moment ago are answered from memory: the swap must still be noticed."""
     assert status_of(get(server, "/sub/inner.txt")) == 200

@@ -185,7 +185,7 @@ def test_subnet_flag_adds_to_file(tmp_path: Path) -> None:
     assert s.subnet[0].next_server == IPv4Address("10.0.0.6")
     assert (
         config_error(path, build_overrides(subnet=["10.0.0.0/40"]))
-        == "--subnet: not an IPv4 network: '10.0.0.0/40'"
+        == "--subnet: not an IPv4 network or IPv6 prefix: '10.0.0.0/40'"
     )
 
 

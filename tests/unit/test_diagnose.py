@@ -84,10 +84,15 @@ def test_real_colocated_4011_unanswered() -> None:
     assert "co-located" in str(c["cause"])
 
 
-def test_ipv6_only_is_out_of_scope() -> None:
+def test_real_ipv6_boot_is_judged() -> None:
+    # Hyper-V UEFI PXE over IPv6 (EDK II bug 767): a DHCPv6 server that names the boot file itself,
+    # then TFTP over IPv6 from the lease. Once "out of scope"; judged like IPv4 now (issue 16).
     report = diagnose(FIXTURES / "edk2-bz767-hyperv-ipv6-tftp-windowsize.pcapng").to_json()
-    assert report["clients"] == []
-    assert any("out of scope" in n for n in report["notes"])
+    (client,) = report["clients"]
+    assert (client["firmware"], client["verdict"], client["step"]) == ("uefi", "booted", "TFTP")
+    assert "bootx64.efi" in client["cause"]
+    assert [e["event"] for e in client["timeline"]] == ["SOLICIT", "ADVERTISE", "REQUEST", "REPLY", "RRQ"]
+    assert not any("out of scope" in n for n in report["notes"])
     assert any("no DHCPv4" in n for n in report["notes"])
 
 

@@ -94,3 +94,23 @@ def test_http_metrics_have_fixed_label_sets() -> None:
     assert value("proxydhcp_http_requests_total", method="GET", status="other", outcome="refused") == 1
     assert value("proxydhcp_http_sent_bytes_total") == 1000
     assert value("proxydhcp_http_connections") == 3
+
+
+def test_serve_listens_dual_stack_when_an_ipv6_prefix_is_enabled(tmp_path: Path) -> None:
+    # The DHCPv6 proxy's HTTPClients are offered http://[addr]:port/...: the default listener becomes
+    # `::` (both families, as TFTP's), and an address the admin set stays as it is.
+    from ipaddress import IPv4Address, IPv6Address
+
+    from proxydhcp.config import load_settings
+    from proxydhcp.httpboot import boot_url, http_config
+
+    v4 = load_settings(None, {"subnet": [{"cidr": "10.0.0.0/24"}], "http": {"port": 8080}})
+    both = load_settings(None, {"subnet": [{"cidr": "10.0.0.0/24"}, {"cidr": "2001:db8:1::/64"}],
+                                "http": {"port": 8080}})  # fmt: skip
+    pinned = load_settings(None, {"subnet": [{"cidr": "2001:db8:1::/64"}],
+                                  "http": {"port": 8080, "address": "10.0.0.5"}})  # fmt: skip
+    assert http_config(v4, tmp_path).address == "0.0.0.0"
+    assert http_config(both, tmp_path).address == "::"
+    assert http_config(pinned, tmp_path).address == "10.0.0.5"
+    assert boot_url(both, IPv6Address("2001:db8:1::1"), "/a b.efi") == "http://[2001:db8:1::1]:8080/a%20b.efi"
+    assert boot_url(both, IPv4Address("10.0.0.1"), "x.efi") == "http://10.0.0.1:8080/x.efi"
