@@ -265,6 +265,56 @@ class DhcpPacket:
         # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
         return _trusted(*fields, index)
 
+    @classmethod
+    def reply_to(
+        cls,
+        request: DhcpPacket,
+        *,
+        flags: int,
+        ciaddr: IPv4Address,
+        siaddr: IPv4Address,
+        file: bytes,
+        options: tuple[tuple[int, bytes], ...],
+    ) -> DhcpPacket:
+        """A BOOTREPLY to `request`: its xid, chaddr, htype and giaddr; hops, secs, yiaddr and sname
+        zero. What comes from `request` was checked when it was built and `options` must be wire
+        instances (`split_option` gives them), so only `flags` and `file` are checked here; the packet
+        is built as `decode` builds one. Raises ValueError as the constructor does."""
+        if not 0 <= flags < 0x1_0000:
+            raise ValueError(f"flags {flags} does not fit in 16 bits")
+        if len(file) > 128 or b"\0" in file:
+            raise ValueError("file must be at most 128 bytes without NUL")
+        if cls is not DhcpPacket:
+            return cls(
+                op=BOOTREPLY,
+                xid=request.xid,
+                chaddr=request.chaddr,
+                htype=request.htype,
+                flags=flags,
+                ciaddr=ciaddr,
+                siaddr=siaddr,
+                giaddr=request.giaddr,
+                file=file,
+                options=options,
+            )
+        return _trusted(
+            BOOTREPLY,
+            request.xid,
+            request.chaddr,
+            request.htype,
+            0,
+            0,
+            flags,
+            ciaddr,
+            ZERO,
+            siaddr,
+            request.giaddr,
+            b"",
+            file,
+            options,
+            None,
+        )
+
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.
         `sname`/`file` are always NUL-terminated (R-25: some PXE ROMs need it), never overloaded."""
@@ -382,7 +432,7 @@ def _trusted(
 ) -> DhcpPacket:
     """A DhcpPacket from values the caller has already checked (what `__post_init__` checks), set
     straight into its slots: the frozen `__init__` plus validation cost more than the rest of decode.
-    For this package's pipeline only (decode, pxe.reply)."""
+    For the codec's own constructors only (`decode`, `reply_to`)."""
     packet: DhcpPacket = object.__new__(DhcpPacket)
     _SET_OP(packet, op)
     _SET_XID(packet, xid)
