@@ -20,19 +20,19 @@ _NO_ADDRESS = IPv4Address(0)
 # Discovery control bit 3: "use the boot file in this offer", no menu, no discovery.
 _BIOS_43 = encode_pxe_suboptions({PxeSubOpt.DISCOVERY_CONTROL: b"\x08"})
 _OFFER, _ACK = bytes((MessageType.OFFER,)), bytes((MessageType.ACK,))
-# The option codes every reply names, read once (an enum member costs an attribute lookup each time).
+# The option codes every reply names, as plain ints read once (an enum member costs an attribute lookup).
 _MESSAGE_TYPE, _SERVER_ID, _VENDOR_CLASS, _CLIENT_UUID, _VENDOR_SPECIFIC = (
-    Opt.MESSAGE_TYPE,
-    Opt.SERVER_ID,
-    Opt.VENDOR_CLASS,
-    Opt.CLIENT_UUID,
-    Opt.VENDOR_SPECIFIC,
+    int(Opt.MESSAGE_TYPE),
+    int(Opt.SERVER_ID),
+    int(Opt.VENDOR_CLASS),
+    int(Opt.CLIENT_UUID),
+    int(Opt.VENDOR_SPECIFIC),
 )
 _PARAM_REQUEST_LIST, _TFTP_SERVER, _BOOTFILE, _RELAY_AGENT = (
-    Opt.PARAM_REQUEST_LIST,
-    Opt.TFTP_SERVER,
-    Opt.BOOTFILE,
-    Opt.RELAY_AGENT,
+    int(Opt.PARAM_REQUEST_LIST),
+    int(Opt.TFTP_SERVER),
+    int(Opt.BOOTFILE),
+    int(Opt.RELAY_AGENT),
 )
 
 
