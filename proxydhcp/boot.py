@@ -6,15 +6,17 @@ architecture table > no answer. Pure; the DHCPv4 policy (`pxe/policy.py`) and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings
 from proxydhcp.outcome import Ignore, Reason
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BootChoice:
+class BootChoice(NamedTuple):
+    """The file and the rule that chose it: an immutable value, built by keyword (a NamedTuple: one
+    per answered request)."""
+
     boot_file: str
     rule: str  # which rule chose the file, for logs and `explain`
     # The host's or the subnet's TFTP server, when one is set (a host's is IPv4: a DHCPv4 policy's).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from socket import inet_ntoa
+from typing import NamedTuple
 
 from proxydhcp.dhcp.packet import DhcpPacket
 
@@ -24,9 +24,8 @@ def network_text(network: IPv4Network) -> str:
     return f"{inet_ntoa(network.network_address.packed)}/{network.prefixlen}"
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """Where one reply goes."""
+class Destination(NamedTuple):
+    """Where one reply goes: an immutable value (a NamedTuple: one per reply)."""
 
     address: IPv4Address
     port: int

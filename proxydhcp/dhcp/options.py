@@ -14,14 +14,16 @@ from proxydhcp.dhcp.codes import Opt, PxeSubOpt
 from proxydhcp.errors import MalformedPacket
 from proxydhcp.outcome import Reason
 
+# Plain ints, read once: every request goes through these getters (an enum member costs an attribute
+# lookup, and a subtype check in each comparison).
 _VENDOR_CLASS, _USER_CLASS, _CLIENT_ARCH, _CLIENT_UUID, _IPXE_ENCAP = (
-    Opt.VENDOR_CLASS,
-    Opt.USER_CLASS,
-    Opt.CLIENT_ARCH,
-    Opt.CLIENT_UUID,
-    Opt.IPXE_ENCAP,
+    int(Opt.VENDOR_CLASS),
+    int(Opt.USER_CLASS),
+    int(Opt.CLIENT_ARCH),
+    int(Opt.CLIENT_UUID),
+    int(Opt.IPXE_ENCAP),
 )
-_PXE_END, _PXE_PAD = PxeSubOpt.END, PxeSubOpt.PAD
+_PXE_END, _PXE_PAD = int(PxeSubOpt.END), int(PxeSubOpt.PAD)
 _ARCH_IN_VENDOR_CLASS = re.compile(rb"^(?:PXEClient|HTTPClient):Arch:(\d{5})(?::|$)")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address
 
 import dpkt
@@ -49,8 +49,9 @@ _HEADER_FIELDS = (
 if tuple(dpkt.dhcp.DHCP.__hdr_fields__) != _HEADER_FIELDS or dpkt.dhcp.DHCP.__hdr_len__ != OPTIONS_OFFSET:
     raise ImportError(f"unexpected dpkt BOOTP header layout {dpkt.dhcp.DHCP.__hdr_fields__}")
 _HEADER = struct.Struct(dpkt.dhcp.DHCP.__hdr_fmt__)
-_PAD, _END, _OVERLOAD, _MESSAGE_TYPE = Opt.PAD, Opt.END, Opt.OVERLOAD, Opt.MESSAGE_TYPE
-_CLIENT_ARCH, _CLIENT_NDI, _CLIENT_UUID = Opt.CLIENT_ARCH, Opt.CLIENT_NDI, Opt.CLIENT_UUID
+# Plain ints: the option walk compares every code with them (an IntEnum operand costs a subtype check).
+_PAD, _END, _OVERLOAD, _MESSAGE_TYPE = int(Opt.PAD), int(Opt.END), int(Opt.OVERLOAD), int(Opt.MESSAGE_TYPE)
+_CLIENT_ARCH, _CLIENT_NDI, _CLIENT_UUID = int(Opt.CLIENT_ARCH), int(Opt.CLIENT_NDI), int(Opt.CLIENT_UUID)
 
 # Decoded addresses are mostly 0.0.0.0 or a relay's giaddr: share the objects (bounded, immutable values).
 _ADDRESSES: dict[int, IPv4Address] = {0: ZERO}
@@ -240,8 +241,10 @@ class DhcpPacket:
                 _walk_options(sname_raw, 0, "sname", options, index)
                 sname = b""
         _check_lengths(index)
+        # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
+        # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
         cached = _ADDRESSES.get
-        fields = (
+        packet = _trusted(
             op,
             xid,
             chaddr[:hln],
@@ -256,14 +259,47 @@ class DhcpPacket:
             sname,
             file,
             tuple(options),
+            index,
         )
-        if cls is not DhcpPacket:
-            packet = cls(*fields)
-            object.__setattr__(packet, "_index", index)
-            return packet
-        # Every value is in range by construction (8/16/32-bit fields, hln <= 16, NUL-free sname/file,
-        # options 1..254 of <= 255 bytes), so __post_init__ has nothing to check.
-        return _trusted(*fields, index)
+        return packet if cls is DhcpPacket else _rebuilt(cls, packet)
+
+    @classmethod
+    def reply_to(
+        cls,
+        request: DhcpPacket,
+        *,
+        flags: int,
+        ciaddr: IPv4Address,
+        siaddr: IPv4Address,
+        file: bytes,
+        options: tuple[tuple[int, bytes], ...],
+    ) -> DhcpPacket:
+        """A BOOTREPLY to `request`: its xid, chaddr, htype and giaddr; hops, secs, yiaddr and sname
+        zero. What comes from `request` was checked when it was built and `options` must be wire
+        instances (`split_option` gives them), so only `flags` and `file` are checked here; the packet
+        is built as `decode` builds one. Raises ValueError as the constructor does."""
+        if not 0 <= flags < 0x1_0000:
+            raise ValueError(f"flags {flags} does not fit in 16 bits")
+        if len(file) > 128 or b"\0" in file:
+            raise ValueError("file must be at most 128 bytes without NUL")
+        packet = _trusted(
+            BOOTREPLY,
+            request.xid,
+            request.chaddr,
+            request.htype,
+            0,
+            0,
+            flags,
+            ciaddr,
+            ZERO,
+            siaddr,
+            request.giaddr,
+            b"",
+            file,
+            options,
+            None,
+        )
+        return packet if cls is DhcpPacket else _rebuilt(cls, packet)
 
     def encode(self, *, min_size: int = MIN_PACKET_SIZE) -> bytes:
         """Wire bytes: header, magic cookie, options in order, END, zero padding up to `min_size`.
@@ -382,7 +418,7 @@ def _trusted(
 ) -> DhcpPacket:
     """A DhcpPacket from values the caller has already checked (what `__post_init__` checks), set
     straight into its slots: the frozen `__init__` plus validation cost more than the rest of decode.
-    For this package's pipeline only (decode, pxe.reply)."""
+    For the codec's own constructors only (`decode`, `reply_to`)."""
     packet: DhcpPacket = object.__new__(DhcpPacket)
     _SET_OP(packet, op)
     _SET_XID(packet, xid)
@@ -400,6 +436,11 @@ def _trusted(
     _SET_OPTIONS(packet, options)
     _SET_INDEX(packet, index)
     return packet
+
+
+def _rebuilt(cls: type[DhcpPacket], packet: DhcpPacket) -> DhcpPacket:
+    """`packet` as an instance of a subclass, through the subclass's own constructor."""
+    return cls(**{f.name: getattr(packet, f.name) for f in fields(DhcpPacket) if f.init})
 
 
 _OPTION_HEAD = struct.Struct("BB").pack

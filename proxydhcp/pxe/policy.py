@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from proxydhcp.boot import choose_boot_file
 from proxydhcp.config import Settings
@@ -31,8 +31,9 @@ class Receiver:
     local_network: IPv4Network | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BootDecision:
+class BootDecision(NamedTuple):
+    """What a client is told: an immutable value, built by keyword (a NamedTuple, as `ClientInfo`)."""
+
     boot_file: str
     next_server: IPv4Address  # siaddr: the TFTP server
     server_ip: IPv4Address  # option 54: this server, as seen on the receiving interface

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from proxydhcp.dhcp.codes import BOOTREPLY, BROADCAST_FLAG, MessageType, Opt, PxeSubOpt
+from proxydhcp.dhcp.codes import BROADCAST_FLAG, MessageType, Opt, PxeSubOpt
+from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.dhcp.options import encode_pxe_suboptions
 from proxydhcp.dhcp.packet import DhcpPacket, split_option
 from proxydhcp.pxe.classify import DHCP_PORT, HTTP_VENDOR, PXE_VENDOR, ClientInfo
@@ -18,6 +19,21 @@ from proxydhcp.pxe.policy import BootDecision
 _NO_ADDRESS = IPv4Address(0)
 # Discovery control bit 3: "use the boot file in this offer", no menu, no discovery.
 _BIOS_43 = encode_pxe_suboptions({PxeSubOpt.DISCOVERY_CONTROL: b"\x08"})
+_OFFER, _ACK = bytes((MessageType.OFFER,)), bytes((MessageType.ACK,))
+# The option codes every reply names, as plain ints read once (an enum member costs an attribute lookup).
+_MESSAGE_TYPE, _SERVER_ID, _VENDOR_CLASS, _CLIENT_UUID, _VENDOR_SPECIFIC = (
+    int(Opt.MESSAGE_TYPE),
+    int(Opt.SERVER_ID),
+    int(Opt.VENDOR_CLASS),
+    int(Opt.CLIENT_UUID),
+    int(Opt.VENDOR_SPECIFIC),
+)
+_PARAM_REQUEST_LIST, _TFTP_SERVER, _BOOTFILE, _RELAY_AGENT = (
+    int(Opt.PARAM_REQUEST_LIST),
+    int(Opt.TFTP_SERVER),
+    int(Opt.BOOTFILE),
+    int(Opt.RELAY_AGENT),
+)
 
 
 def build_reply(request: DhcpPacket, client: ClientInfo, decision: BootDecision) -> DhcpPacket:
@@ -27,36 +43,33 @@ def build_reply(request: DhcpPacket, client: ClientInfo, decision: BootDecision)
     # BINL offers leave the file out so EDK II comes to 4011 for it, as dnsmasq does.
     header_file = b"" if offer and style == "binl" else boot_file
     opts: list[tuple[int, bytes]] = [
-        (Opt.MESSAGE_TYPE, bytes((MessageType.OFFER if offer else MessageType.ACK,))),
-        (Opt.SERVER_ID, decision.server_ip.packed),
-        (Opt.VENDOR_CLASS, HTTP_VENDOR if style == "http" else PXE_VENDOR),
+        (_MESSAGE_TYPE, _OFFER if offer else _ACK),
+        (_SERVER_ID, decision.server_ip.packed),
+        (_VENDOR_CLASS, HTTP_VENDOR if style == "http" else PXE_VENDOR),
     ]
     if client.uuid is not None:
-        opts.extend(split_option(Opt.CLIENT_UUID, client.uuid))
+        opts.extend(split_option(_CLIENT_UUID, client.uuid))
     if offer and style == "bios":
-        opts.append((Opt.VENDOR_SPECIFIC, _BIOS_43))
+        opts.append((_VENDOR_SPECIFIC, _BIOS_43))
     elif not offer and client.boot_item is not None:
         # A PXE boot-server request must see its 43.71 echoed.
-        opts.append((Opt.VENDOR_SPECIFIC, encode_pxe_suboptions({PxeSubOpt.BOOT_ITEM: client.boot_item})))
+        opts.append((_VENDOR_SPECIFIC, encode_pxe_suboptions({PxeSubOpt.BOOT_ITEM: client.boot_item})))
     if header_file:
-        wanted = request.option(Opt.PARAM_REQUEST_LIST) or b""
+        wanted = request.option(_PARAM_REQUEST_LIST) or b""
         # Only when asked (dnsmasq does the same); the header `file` is always filled (rhboot/shim#710).
-        if Opt.TFTP_SERVER in wanted and style != "http":
-            opts.append((Opt.TFTP_SERVER, str(decision.next_server).encode()))
-        if Opt.BOOTFILE in wanted:
-            opts.extend(split_option(Opt.BOOTFILE, header_file))
-    if request.has_option(Opt.RELAY_AGENT):
-        opts.extend(opt for opt in request.options if opt[0] == Opt.RELAY_AGENT)
-    return DhcpPacket(
-        op=BOOTREPLY,
-        xid=request.xid,
-        chaddr=request.chaddr,
-        htype=request.htype,
+        if _TFTP_SERVER in wanted and style != "http":
+            opts.append((_TFTP_SERVER, dotted(decision.next_server).encode()))
+        if _BOOTFILE in wanted:
+            opts.extend(split_option(_BOOTFILE, header_file))
+    if request.has_option(_RELAY_AGENT):
+        opts.extend(opt for opt in request.options if opt[0] == _RELAY_AGENT)
+    # Every option above is one wire instance (fixed codes, split_option), as reply_to requires.
+    return DhcpPacket.reply_to(
+        request,
         # Offers: the client has no address, and a relay would otherwise unicast to yiaddr 0.0.0.0.
         flags=(request.flags | BROADCAST_FLAG) if offer else request.flags,
         ciaddr=_NO_ADDRESS if offer else request.ciaddr,
         siaddr=_siaddr(offer, decision),
-        giaddr=request.giaddr,
         file=header_file,
         options=tuple(opts),
     )

@@ -183,6 +183,46 @@ def test_constructor_rejects_values_that_do_not_fit() -> None:
         DhcpPacket(op=1, xid=1, chaddr=MAC, options=((255, b""),))
 
 
+def test_reply_to_equals_the_constructor() -> None:
+    """The reply constructor skips re-checking what the request already carries: it must build what
+    the plain constructor builds, field for field and on the wire."""
+    request = DhcpPacket.decode(
+        header(hops=2, addrs=("0.0.0.0", "0.0.0.0", "0.0.0.0", "10.1.0.1")) + COOKIE + DISCOVER_OPTS
+    )
+    flags, ciaddr, siaddr, file = 0x8000, IPv4Address("10.1.0.7"), IPv4Address("10.0.0.5"), b"undionly.kpxe"
+    opts = ((53, b"\x02"), (54, siaddr.packed), (60, b"PXEClient"))
+    reply = DhcpPacket.reply_to(request, flags=flags, ciaddr=ciaddr, siaddr=siaddr, file=file, options=opts)
+    plain = DhcpPacket(
+        op=2,
+        xid=request.xid,
+        chaddr=request.chaddr,
+        htype=request.htype,
+        flags=flags,
+        ciaddr=ciaddr,
+        siaddr=siaddr,
+        giaddr=request.giaddr,
+        file=file,
+        options=opts,
+    )
+    assert reply == plain and repr(reply) == repr(plain)
+    assert reply.encode() == plain.encode()
+    assert reply.option(Opt.SERVER_ID) == IPv4Address("10.0.0.5").packed and reply.has_option(60)
+    assert DhcpPacket.decode(reply.encode()) == reply
+
+
+@pytest.mark.parametrize(("flags", "file"), [(1 << 16, b""), (-1, b""), (0, bytes(129)), (0, b"a\0b")])
+def test_reply_to_rejects_what_the_constructor_rejects(flags: int, file: bytes) -> None:
+    request = DhcpPacket.decode(DISCOVER)
+    for build in (
+        lambda: DhcpPacket.reply_to(
+            request, flags=flags, ciaddr=request.ciaddr, siaddr=request.siaddr, file=file, options=()
+        ),
+        lambda: DhcpPacket(op=2, xid=request.xid, chaddr=request.chaddr, flags=flags, file=file),
+    ):
+        with pytest.raises(ValueError):
+            build()
+
+
 def test_encode_writes_the_header_fields() -> None:
     p = DhcpPacket(
         op=2,
