@@ -267,6 +267,27 @@ app.command("serve")(_service_command(serve))
 app.command("check-config")(_service_command(check_config))
 
 
+def _server_alone(
+    config: Path | None, section: str, flags: dict[str, Any], log_format: str | None, verbose: bool
+) -> tuple[Settings, Path]:
+    """Settings of a server run alone (`tftp`, `http`): its flags over PROXYDHCP_<SECTION>__* over
+    the file's section, as for serve; and the root it serves, or exit 2 naming the key."""
+    overrides: dict[str, Any] = {section: {k: v for k, v in flags.items() if v is not None}}
+    log = build_overrides(log_format=log_format, verbose=verbose).get("log")
+    if log:
+        overrides["log"] = log
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    root: Path | None = getattr(settings, section).root
+    if root is None:
+        raise fail(f"{section}.root: no directory to serve: give --root DIR or [{section}] root in the file")
+    if not root.is_dir():
+        raise fail(f"{section}.root (--root): not a directory: {root}")
+    return settings, root
+
+
 @app.command()
 def tftp(
     config: Annotated[
@@ -326,19 +347,7 @@ def tftp(
         "timeout": timeout,
         "give_up": give_up,
     }
-    overrides: dict[str, Any] = {"tftp": {k: v for k, v in flags.items() if v is not None}}
-    log = build_overrides(log_format=log_format, verbose=verbose).get("log")
-    if log:
-        overrides["log"] = log
-    try:
-        settings = load_settings(config, overrides)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    tftp_root = settings.tftp.root
-    if tftp_root is None:
-        raise fail("tftp.root: no directory to serve: give --root DIR or [tftp] root in the file")
-    if not tftp_root.is_dir():
-        raise fail(f"tftp.root (--root): not a directory: {tftp_root}")
+    settings, tftp_root = _server_alone(config, "tftp", flags, log_format, verbose)
     setup_logging(settings.log.format, settings.log.level)
     from proxydhcp.log import emit_fast
     from proxydhcp.tftp.config import TftpConfig
@@ -394,19 +403,7 @@ def http_cmd(
         "head_timeout": head_timeout,
         "send_timeout": send_timeout,
     }
-    overrides: dict[str, Any] = {"http": {k: v for k, v in flags.items() if v is not None}}
-    log = build_overrides(log_format=log_format, verbose=verbose).get("log")
-    if log:
-        overrides["log"] = log
-    try:
-        settings = load_settings(config, overrides)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    http_root = settings.http.root
-    if http_root is None:
-        raise fail("http.root: no directory to serve: give --root DIR or [http] root in the file")
-    if not http_root.is_dir():
-        raise fail(f"http.root (--root): not a directory: {http_root}")
+    settings, http_root = _server_alone(config, "http", flags, log_format, verbose)
     if settings.http.port is None or port == 0:  # alone, the server has a port whatever the file says
         alone = 0 if port == 0 else 80  # 0: the kernel picks one, logged in "HTTP serving ... on"
         settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": alone})})
