@@ -360,7 +360,9 @@ def http_cmd(
     address: Annotated[
         str | None, typer.Option("--address", help="Address to listen on, IPv4 or IPv6. [http.address]")
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 80). [http.port]")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port (default 80; 0: any free one). [http.port]")
+    ] = None,
     max_connections: Annotated[
         int | None,
         typer.Option(
@@ -387,7 +389,7 @@ def http_cmd(
     flags = {
         "root": None if root is None else str(root),
         "address": address,
-        "port": port,
+        "port": port or None,  # 0 is no port for [http] in serve (its URLs name one): set below
         "max_connections": max_connections,
         "head_timeout": head_timeout,
         "send_timeout": send_timeout,
@@ -405,7 +407,9 @@ def http_cmd(
         raise fail("http.root: no directory to serve: give --root DIR or [http] root in the file")
     if not http_root.is_dir():
         raise fail(f"http.root (--root): not a directory: {http_root}")
-    if settings.http.port is None:  # alone, the server has a port whatever the file says
+    if port == 0:  # any free port, named by the "HTTP serving" line (tests, benches)
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": 0})})
+    elif settings.http.port is None:  # alone, the server has a port whatever the file says
         settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": 80})})
     setup_logging(settings.log.format, settings.log.level)
     from proxydhcp.http.server import run_standalone
