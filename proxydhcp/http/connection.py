@@ -103,11 +103,12 @@ class HttpConnection(asyncio.Protocol):
         "closing",
         "current",
         "eof",
-        "fields",
         "guard",
         "head_size",
+        "headers",
         "in_head",
         "limits",
+        "on_header",
         "parser",
         "pending",
         "queue",
@@ -138,11 +139,14 @@ class HttpConnection(asyncio.Protocol):
         self.closing = False
         self.eof = False
         self.queue: deque[Request] = deque()
+        # The head's fields, name → value as sent; httptools looks `on_header` up once, when the
+        # parser is made. Repeated names keep the last value.
+        self.headers: dict[bytes, bytes] = {}
+        self.on_header = self.headers.__setitem__
         self.parser = httptools.HttpRequestParser(self)
         self.in_head = True
         self.head_size = 0
         self.url = b""
-        self.fields = 0
         self.pending: Request | None = None  # the head being parsed
         self.current: Request | None = None  # the request its task answers
         self.spent = False  # the parser has stopped (an error or an upgrade): read no more
@@ -217,51 +221,51 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.head_size = 0
-        self.url = b""
-        self.fields = 0
-        self.pending = Request("", b"", True, True)
-
     def on_url(self, part: bytes) -> None:
         self.url += part
         if len(self.url) > self.limits.max_line_size:
             raise _Refused(Status.BAD_REQUEST, "request target too long")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields += 1
-        if self.fields > self.limits.max_headers:
-            raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "too many header fields")
-        if len(name) + len(value) > self.limits.max_field_size:
-            raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "header field too long")
-        if len(name) in (5, 8, 17):  # Range, If-Range, If-Modified-Since: the others are not read
-            key = name.lower()
-            request = self.pending
-            assert request is not None
-            if key == b"range":
-                # Two Range fields are no single range: ignored like a malformed one.
-                request.range = b"" if request.range is not None else value
-            elif key == b"if-modified-since":
-                request.if_modified_since = value
-            elif key == b"if-range":
-                request.if_range = value
+    # on_header is `self.headers.__setitem__` (set in __init__): a C call per field, not a Python one.
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        version = self.parser.get_http_version()
+        parser, limits, headers = self.parser, self.limits, self.headers
+        version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Refused(Status.VERSION_NOT_SUPPORTED, f"HTTP version {_printable(version)}")
+        raw = parser.get_method()
+        request = Request(
+            _METHODS.get(raw) or _printable(raw.decode("latin-1"), 16),
+            self.url,
+            version == "1.1",
+            parser.should_keep_alive(),
+        )
+        self.pending = request
+        if headers:
+            if len(headers) > limits.max_headers:  # (a repeated name counts once: the head size bounds it)
+                raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "too many header fields")
+            for name, value in headers.items():
+                size = len(name)
+                if size + len(value) > limits.max_field_size:
+                    raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "header field too long")
+                if size == 5 or size == 8 or size == 17:  # Range, If-Range, If-Modified-Since
+                    key = name.lower()
+                    if key == b"range":
+                        request.range = value
+                    elif key == b"if-modified-since":
+                        request.if_modified_since = value
+                    elif key == b"if-range":
+                        request.if_range = value
+            headers.clear()
 
     def on_message_complete(self) -> None:
         request = self.pending
         assert request is not None
         self.pending = None
-        raw = self.parser.get_method()
-        request.method = _METHODS.get(raw) or _printable(raw.decode("latin-1"), 16)
-        request.target = self.url
-        request.http11 = self.parser.get_http_version() == "1.1"
-        request.keep_alive = self.parser.should_keep_alive()
+        self.url = b""
+        self.in_head = True  # what comes next is the next request's head
+        self.head_size = 0
         if len(self.queue) >= MAX_PIPELINED:
             log.debug("closing the connection from %s: more than %d pipelined requests",
                       _hostport(self.client), MAX_PIPELINED)  # fmt: skip
@@ -332,6 +336,7 @@ class HttpConnection(asyncio.Protocol):
         """The head cannot be parsed or breaks a bound: answer it after those before it, and close."""
         request = self.pending or Request("", self.url, True, False)
         self.pending = None
+        self.headers.clear()
         if not request.method:
             with contextlib.suppress(httptools.HttpParserError, UnicodeDecodeError, AttributeError):
                 raw = self.parser.get_method()

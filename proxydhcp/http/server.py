@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import signal
@@ -45,6 +46,18 @@ log = logging.getLogger("proxydhcp.http")
 
 STOP_GRACE = 2.0
 ONE_WRITE = 64 * 1024  # a cached body up to this size is joined to its head (one write, one copy)
+HEADS_KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    name: str
+    key: tuple[int, int, int, int]
+    second: int
+    head: bytes
+    status: Status
+    body: bool
+    shown: str  # the target as the log record shows it
 
 
 @dataclass
@@ -76,7 +89,7 @@ class Outcome(enum.Enum):
     ERROR = "error"  # a failure on our side (500)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen init costs a setattr call per field
 class RequestStats:
     client: tuple[str, int]
     method: str
@@ -129,6 +142,7 @@ class ServerStats:
     statuses: dict[int, int] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=4096)  # per request, for the same few clients
 def _hostport(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -160,6 +174,10 @@ class HttpServer:
         self._root = os.path.realpath(config.root)
         self._names = ResolveCache(self._root)
         self._memory_file = config.memory_file
+        # (target, keep-alive, HTTP/1.1, method) → the head last sent for a plain request (no Range or
+        # condition) of a cached file, valid for the same file within the same wall-clock second
+        # (its Date): name, file key, second, head, status, body or not, the name for the record.
+        self._heads: dict[tuple[bytes, bool, bool, str], _Head] = {}
         self._server: asyncio.Server | None = None
         self.port = config.port
         self.busy = 0  # answers in flight in a task
@@ -203,6 +221,10 @@ class HttpServer:
     def answer(self, conn: HttpConnection, request: Request) -> Coroutine[Any, Any, None] | None:
         """Answer `request` now, or return the coroutine that will (a file to read or sendfile)."""
         started = time.monotonic()
+        if request.range is None and request.if_modified_since is None and request.if_range is None:
+            known = self._heads.get((request.target, request.keep_alive, request.http11, request.method))
+            if known is not None and self._answer_again(conn, request, known, started):
+                return None
         try:
             if request.error is not None:
                 raise Refusal(request.error, request.reason)
@@ -219,7 +241,7 @@ class HttpServer:
                 data = self.cache.get(file_key(st))
                 if data is not None:
                     decided = self._plan(request, st)
-                    sent = self._write_memory(conn, request, decided, data)
+                    sent = self._write_memory(conn, request, decided, data, name, st)
                     self._record(conn, request, decided.status, sent, started, Outcome.COMPLETED)
                     return None
             try:
@@ -235,16 +257,16 @@ class HttpServer:
         try:
             self._names.remember(name, st, started)
             decided = self._plan(request, st)
-            data: Buffer | None = None
+            cached: Buffer | None = None
             if decided.body:
                 if st.st_size > self._memory_file:
                     handed = True
                     return self._sendfile(conn, request, fd, decided, started)
-                data = self.cache.get(file_key(st))
-                if data is None:
+                cached = self.cache.get(file_key(st))
+                if cached is None:
                     handed = True
                     return self._load_and_send(conn, request, fd, st, decided, started)
-            sent = self._write_memory(conn, request, decided, data)
+            sent = self._write_memory(conn, request, decided, cached)
             self._record(conn, request, decided.status, sent, started, Outcome.COMPLETED)
             return None
         finally:
@@ -266,13 +288,44 @@ class HttpServer:
             None if if_range is None else if_range.decode("latin-1"),
         )
 
+    def _answer_again(self, conn: HttpConnection, request: Request, known: _Head, started: float) -> bool:
+        """The head sent for this very request a moment ago, if it still holds: the name still leads
+        to the same cached file (ResolveCache re-walks it) and the Date is the same second."""
+        if known.second != int(time.time()):
+            return False
+        st = self._names.stat(known.name, started)
+        if st is None or (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) != known.key:
+            return False
+        transport = conn.transport
+        assert transport is not None
+        if known.body:
+            data = self.cache.get(known.key)
+            if data is None:
+                return False
+            transport.write(known.head + data)
+            sent = len(data)
+        else:
+            transport.write(known.head)
+            sent = 0
+        self._record(conn, request, known.status, sent, started, Outcome.COMPLETED, "", known.shown)
+        return True
+
     def _write_memory(
-        self, conn: HttpConnection, request: Request, decided: Plan, data: Buffer | None
+        self,
+        conn: HttpConnection,
+        request: Request,
+        decided: Plan,
+        data: Buffer | None,
+        name: str = "",
+        st: os.stat_result | None = None,
     ) -> int:
-        """Head and (when there is one) body from `data`, in one write for small ones; bytes of body."""
+        """Head and (when there is one) body from `data`, in one write for small ones; bytes of body.
+        With `name` and `st` (a plain request for a cached file), the head is kept for the next time."""
         transport = conn.transport
         assert transport is not None
         head = self._head(request, decided)
+        if st is not None and decided.status is Status.OK and len(head) + len(data or b"") <= ONE_WRITE:
+            self._remember_head(request, name, st, head, decided.body)
         if not decided.body or data is None:
             transport.write(head)
             return 0
@@ -287,6 +340,17 @@ class HttpServer:
             transport.write(head)
             transport.write(body)
         return length
+
+    def _remember_head(
+        self, request: Request, name: str, st: os.stat_result, head: bytes, body: bool
+    ) -> None:
+        if request.range is not None or request.if_modified_since is not None or request.if_range is not None:
+            return
+        if len(self._heads) >= HEADS_KEPT:  # targets come from clients: bounded, cleared when full
+            self._heads.clear()
+        self._heads[(request.target, request.keep_alive, request.http11, request.method)] = _Head(
+            name, file_key(st), int(time.time()), head, Status.OK, body, self._name(request)
+        )
 
     @staticmethod
     def _head(request: Request, decided: Plan) -> bytes:
@@ -402,10 +466,11 @@ class HttpServer:
         started: float,
         outcome: Outcome,
         reason: str = "",
+        shown: str | None = None,
     ) -> None:
         st = RequestStats(
-            conn.client, request.method or "-", self._name(request), int(status), sent,
-            time.monotonic() - started, outcome, reason,
+            conn.client, request.method or "-", self._name(request) if shown is None else shown, int(status),
+            sent, time.monotonic() - started, outcome, reason,
         )  # fmt: skip
         s = self.stats
         s.requests += 1
