@@ -245,10 +245,13 @@ class HttpConnection(asyncio.Protocol):
         if headers:
             if len(headers) > limits.max_headers:  # (a repeated name counts once: the head size bounds it)
                 raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "too many header fields")
+            total = len(self.url)
             for name, value in headers.items():
                 size = len(name)
-                if size + len(value) > limits.max_field_size:
+                field = size + len(value)
+                if field > limits.max_field_size:
                     raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "header field too long")
+                total += field + 4  # ": " and CRLF
                 if size == 5 or size == 8 or size == 17:  # Range, If-Range, If-Modified-Since
                     key = name.lower()
                     if key == b"range":
@@ -258,6 +261,9 @@ class HttpConnection(asyncio.Protocol):
                     elif key == b"if-range":
                         request.if_range = value
             headers.clear()
+            # data_received bounds a head still arriving; this one, a head that came in one piece
+            if total > limits.max_head_size:
+                raise _Refused(Status.HEADER_FIELDS_TOO_LARGE, "request head too large")
 
     def on_message_complete(self) -> None:
         request = self.pending
