@@ -64,7 +64,7 @@ def http_config(settings: Settings, root: Path) -> HttpConfig:
     )
 
 
-HTTP_STATUSES = frozenset({"200", "206", "304", "400", "403", "404", "405", "416", "500"})
+HTTP_STATUSES = frozenset({"200", "206", "304", "400", "403", "404", "405", "416", "431", "500", "505"})
 HTTP_METHODS = frozenset({"GET", "HEAD"})
 HTTP_OUTCOMES = frozenset({"completed", "refused", "aborted", "timeout", "error"})
 

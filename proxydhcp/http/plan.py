@@ -1,8 +1,9 @@
 """Pure HTTP request semantics: the request target → a name under the root, and method + file +
 Range / If-Modified-Since → status, byte span and headers (RFC 9110 §13-14, §15.3.7, §15.4.5).
 
-aiohttp parses the request line and headers; this module decides what to answer, with no I/O, so
-the rules are tested value by value. Percent-decoding happens here, once, before the root check
+httptools (llhttp) parses the request line and headers; this module reads the three header values
+the answer depends on (Range, If-Modified-Since, If-Range) and decides what to answer, with no I/O,
+so the rules are tested value by value. Percent-decoding happens here, once, before the root check
 (`tftp.files.resolve`): `%2e%2e%2f` is `../` and is refused by the check, `%252e` is a name holding
 `%2e`, never decoded again.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import unquote_to_bytes, urlsplit
 
 
@@ -25,8 +26,10 @@ class Status(enum.IntEnum):
     NOT_FOUND = 404
     METHOD_NOT_ALLOWED = 405
     RANGE_NOT_SATISFIABLE = 416
+    HEADER_FIELDS_TOO_LARGE = 431
     SERVER_ERROR = 500
     UNAVAILABLE = 503
+    VERSION_NOT_SUPPORTED = 505
 
 
 METHODS = frozenset({"GET", "HEAD"})
@@ -66,6 +69,40 @@ def target_name(raw_target: str) -> str:
     return name
 
 
+def parse_range(value: str) -> slice | None:
+    """A Range header → one byte span as a slice: `bytes=a-b` → a..b+1, `bytes=a-` → a.., the suffix
+    `bytes=-n` → -n.. (`bytes=-0`: an empty span, unsatisfiable). None for anything else (another
+    unit, several ranges, a malformed or backward span): such a Range is ignored (RFC 9110 §14.2)."""
+    unit, sep, spec = value.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+        return None
+    if not first.isascii() or not last.isascii():  # str.isdigit admits other scripts' digits
+        return None
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)
+        return slice(-suffix, None) if suffix else slice(0, 0)
+    start = int(first)
+    if not last:
+        return slice(start, None)
+    stop = int(last) + 1
+    return slice(start, stop) if start < stop else None
+
+
+def parse_http_date(value: str) -> datetime | None:
+    """An HTTP date (IMF-fixdate, or the obsolete RFC 850 / asctime forms) → an aware datetime; None
+    when it is none (an invalid If-Modified-Since is ignored, RFC 9110 §13.1.3)."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to send: `status`, bytes `start`..`start + length` of the file (no body for HEAD, 304
@@ -99,7 +136,7 @@ def plan(
     if_modified_since: datetime | None,
     if_range: str | None = None,
 ) -> Plan:
-    """`byte_range` is aiohttp's parsed single Range (None when absent, malformed or multiple: such a
+    """`byte_range` is the parsed single Range (`parse_range`; None when absent, malformed or multiple: such a
     Range is ignored and the whole file sent, RFC 9110 §14.2). Last-Modified has whole seconds, so
     If-Modified-Since compares whole seconds."""
     last_modified = http_date(int(mtime))

@@ -389,3 +389,85 @@ def test_a_cached_name_swapped_for_a_symlink_out_is_refused(server: Running) -> 
     target.symlink_to(server.root.parent / "secret")
     response = get(server, "/sub/inner.txt")
     assert status_of(response) == 403 and SECRET not in response
+
+
+def _read_responses(sock: socket.socket, count: int, timeout: float = 10.0) -> list[tuple[bytes, bytes]]:
+    """`count` responses (head, body) read off one connection, by their Content-Length."""
+    sock.settimeout(timeout)
+    buf = b""
+    out: list[tuple[bytes, bytes]] = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(out)} responses"
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        found = re.search(rb"Content-Length: (\d+)", head)
+        length = int(found.group(1)) if found and not head.startswith(b"HTTP/1.1 304") else 0
+        while len(buf) < length:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed mid-body"
+            buf += chunk
+        out.append((head, buf[:length]))
+        buf = buf[length:]
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order(server: Running) -> None:
+    """Small (memory), big (sendfile, in a task), missing and refused requests in one write: each
+    answered in the order asked, on the one connection, with one record each."""
+    small = (server.root / "small.bin").read_bytes()
+    targets = ["/small.bin", "/big.bin", "/sub/inner.txt", "/nope", "/small.bin"]
+    wire_bytes = b"".join(f"GET {t} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for t in targets)
+    wire_bytes += b"POST /small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    wire_bytes += b"GET /sub/inner.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(wire_bytes)
+        got = _read_responses(sock, 7, timeout=30)
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # closed after the last, which asked for it
+    assert [status_of(head) for head, _ in got] == [200, 200, 200, 404, 200, 405, 200]
+    assert got[0][1] == small and got[4][1] == small
+    assert len(got[1][1]) == BIG and got[1][1].count(0) == BIG
+    assert got[2][1] == got[6][1] == b"inner\n"
+    deadline = time.monotonic() + 5
+    while server.log().count("method=") < 7 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.log().count("method=") == 7
+
+
+def test_http10_keep_alive_and_close(server: Running) -> None:
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /sub/inner.txt HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n" * 2)
+        got = _read_responses(sock, 2)
+        assert all(b"Connection: keep-alive" in head and body == b"inner\n" for head, body in got)
+        sock.sendall(b"GET /sub/inner.txt HTTP/1.0\r\n\r\n")
+        ((head, body),) = _read_responses(sock, 1)
+        assert b"Connection: close" in head and body == b"inner\n"
+        assert sock.recv(1) == b""
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /small.bin HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /small.bin HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(100)) + b"\r\n", 431),
+        (b"GET /small.bin HTTP/1.1\r\nX: " + b"v" * 9000 + b"\r\n\r\n", 431),
+        # each field and their number within bounds, the whole head (80 KB) not
+        (b"GET /small.bin HTTP/1.1\r\n" + b"".join(b"X%d: %s\r\n" % (i, b"v" * 2000) for i in range(40))
+         + b"\r\n", 431),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 400),
+        (b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # a target that is no UTF-8
+    ],
+    ids=["http-2.0", "too-many-fields", "long-field", "head-too-large", "long-target", "not-utf8"],
+)  # fmt: skip
+def test_bounds_answer_with_their_status_and_a_record(
+    server: Running, request_bytes: bytes, status: int
+) -> None:
+    response = exchange(server, request_bytes)
+    assert status_of(response) == status
+    deadline = time.monotonic() + 5
+    while f"status={status}" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"status={status}" in server.log() and "outcome=refused" in server.log()
+    alive(server)

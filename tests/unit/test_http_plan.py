@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxydhcp.http.plan import Refusal, Status, http_date, plan, target_name
+from proxydhcp.http.plan import Refusal, Status, http_date, parse_http_date, parse_range, plan, target_name
 
 MTIME = 1_700_000_000.7
 
@@ -93,3 +93,39 @@ def test_if_range_other_than_last_modified_sends_everything() -> None:
     assert plan("GET", 1000, MTIME, slice(0, 10), None, "Mon, 01 Jan 2001 00:00:00 GMT").status == Status.OK
     exact = http_date(int(MTIME))
     assert plan("GET", 1000, MTIME, slice(0, 10), None, exact).status == Status.PARTIAL
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes=0-499", slice(0, 500)),
+        ("bytes=500-", slice(500, None)),
+        ("bytes=-100", slice(-100, None)),
+        ("bytes=-0", slice(0, 0)),  # an empty suffix: unsatisfiable (416), not the whole file
+        ("BYTES=1-1", slice(1, 2)),
+        ("bytes=5-4", None),  # backward
+        ("bytes=0-1,5-6", None),  # several ranges: ignored, the whole file is sent
+        ("bytes=-", None),
+        ("bytes=oops", None),
+        ("items=0-1", None),
+        ("bytes=\u0661-2", None),  # an Arabic-Indic digit: str.isdigit says yes, HTTP says no
+        ("bytes 0-1", None),
+    ],
+)
+def test_parse_range(value: str, expected: slice | None) -> None:
+    assert parse_range(value) == expected
+
+
+def test_parse_range_feeds_plan() -> None:
+    assert plan("GET", 1000, MTIME, parse_range("bytes=-0"), None).status == Status.RANGE_NOT_SATISFIABLE
+    assert plan("GET", 1000, MTIME, parse_range("bytes=0-1,5-6"), None).status == Status.OK
+
+
+def test_parse_http_date() -> None:
+    exact = datetime(1994, 11, 6, 8, 49, 37, tzinfo=UTC)
+    assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == exact
+    assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == exact  # RFC 850, obsolete
+    assert parse_http_date("Sun Nov  6 08:49:37 1994") == exact  # asctime, obsolete
+    assert parse_http_date(http_date(MTIME)) == datetime.fromtimestamp(int(MTIME), UTC)
+    for bad in ("", "yesterday", "Sun, 99 Nov 1994 08:49:37 GMT"):
+        assert parse_http_date(bad) is None
