@@ -508,8 +508,9 @@ class Transfer:
     def _on_lockstep(self) -> None:
         """The reader of a windowsize-1 transfer: its twin's if it has one (the kernel lets only the
         client's datagrams in there), else its socket's, where a stranger's datagram gets ERROR 5. An
-        ACK past the OACK goes through the transfer state (ReadTransfer.on_ack, take_window) and its
-        one next block straight out, without the window loop; anything else the general way."""
+        ACK past the OACK goes through the transfer state in one call (ReadTransfer.ack_next: the ACK
+        rule and take_window) and its one next block straight out, without the window loop; anything
+        else the general way."""
         buf = self._rbuf
         if self._peer_recv is not None:
             try:
@@ -528,15 +529,14 @@ class Transfer:
         if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
             self._on_datagram(buf, n, self.client)
             return
-        result = state.on_ack((buf[2] << 8) | buf[3], self._now())
+        result, block, _, start, end = state.ack_next((buf[2] << 8) | buf[3], self._now())
         if result != PROGRESS:
             if result == COMPLETE:
                 self.finish(TransferOutcome.COMPLETED)
             elif result == RESEND_NOW:  # a repeated ACK in backoff (ReadTransfer)
                 self._send_window()
             return  # IGNORED: a duplicate (Sorcerer's Apprentice) or a block never sent
-        block, _ = state.take_window()  # windowsize 1: the one block after the ACK
-        view = self.source.view(*state.span(block))
+        view = self.source.view(start, end)  # windowsize 1: the one block after the ACK
         if view is None:  # not read yet: the general path waits for it
             self._send_window()
             return

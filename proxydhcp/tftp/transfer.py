@@ -18,6 +18,11 @@ IGNORED = 0
 PROGRESS = 1
 COMPLETE = 2
 RESEND_NOW = 3  # a repeated ACK while in backoff: send the window again now
+NO_ACK = -1  # ack_next without an ACK: take the window alone
+# ack_next answers that carry no window (built once: no tuple per ACK)
+_IGNORED = (IGNORED, 0, 0, 0, 0)
+_PROGRESS = (PROGRESS, 0, 0, 0, 0)
+_COMPLETE = (COMPLETE, 0, 0, 0, 0)
 
 # on_timeout results
 RESEND = 0
@@ -87,27 +92,46 @@ class ReadTransfer:
 
     def take_window(self) -> tuple[int, int]:
         """The blocks to send now, first..last inclusive: always from the one after the last ACK."""
-        first = self.acked + 1
-        last = min(self.acked + self.windowsize, self.last_block)
-        if last > self.sent:
-            self.sent = last
+        _, first, last, _, _ = self.ack_next(NO_ACK, 0.0)
         return first, last
 
     def on_ack(self, block: int, now: float) -> int:
-        if self.oack_pending:
-            if block != 0:
-                return IGNORED
-            self.oack_pending = False
-        else:
-            delta = (block - self.acked) & 0xFFFF
-            if delta == 0:
-                return self._repeated(now)
-            if delta > self.sent - self.acked:
-                return IGNORED  # a block never sent
-            self.acked += delta
-        self.last_progress = now
-        self.retries = 0
-        return COMPLETE if self.acked == self.last_block else PROGRESS
+        """What an ACK of 16-bit `block` means: IGNORED, PROGRESS, COMPLETE or RESEND_NOW."""
+        return self.ack_next(block, now, False)[0]
+
+    def ack_next(self, block: int, now: float, take: bool = True) -> tuple[int, int, int, int, int]:
+        """The one copy of the ACK rule and the window rule, in one call for the lockstep hot path (on_ack
+        and take_window are this). An ACK of 16-bit `block` that makes PROGRESS, when `take`, also takes
+        the next window: (PROGRESS, first, last, start, end), [start, end) the window's bytes (with
+        windowsize 1 the span of its one block). Any other result: (result, 0, 0, 0, 0). `block`
+        NO_ACK takes the window alone."""
+        acked = self.acked
+        if block != NO_ACK:
+            if self.oack_pending:
+                if block != 0:
+                    return _IGNORED
+                self.oack_pending = False
+            else:
+                delta = (block - acked) & 0xFFFF
+                if delta == 0:
+                    return (self._repeated(now), 0, 0, 0, 0)
+                if delta > self.sent - acked:
+                    return _IGNORED  # a block never sent
+                self.acked = acked = acked + delta
+            self.last_progress = now
+            self.retries = 0
+            if acked == self.last_block:
+                return _COMPLETE
+            if not take:
+                return _PROGRESS
+        last = acked + self.windowsize
+        if last > self.last_block:
+            last = self.last_block
+        if last > self.sent:
+            self.sent = last
+        blksize = self.blksize
+        end = last * blksize
+        return PROGRESS, acked + 1, last, acked * blksize, end if end < self.size else self.size
 
     def _repeated(self, now: float) -> int:
         """A duplicate of the last ACK: nothing (Sorcerer's Apprentice), unless the timer has already

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from proxydhcp.tftp import transfer as tx
@@ -222,3 +224,122 @@ def test_window_missing_only_the_final_ack_is_completed() -> None:
     assert t.take_window() == (11, 11)
     results = _timeouts_until_over(t)
     assert results == [tx.RESEND] * tx.FINAL_ACK_RETRIES + [tx.ASSUME_DONE]
+
+
+class _Reference:
+    """RFC 1350/7440 sender bookkeeping written out plainly (the rule as it read before ack_next), to
+    check ReadTransfer against something that shares none of its code."""
+
+    def __init__(self, size: int, blksize: int, windowsize: int, timeout: float) -> None:
+        self.size, self.blksize, self.windowsize, self.timeout = size, blksize, windowsize, timeout
+        self.last_block = size // blksize + 1
+        self.acked = self.sent = self.retries = 0
+        self.resent_at = 0.0
+
+    def take_window(self) -> tuple[int, int]:
+        first, last = self.acked + 1, min(self.acked + self.windowsize, self.last_block)
+        self.sent = max(self.sent, last)
+        return first, last
+
+    def on_ack(self, block: int, now: float) -> int:
+        delta = (block - self.acked) % 65536
+        if delta == 0:
+            if self.retries and self.sent > self.acked and now - self.resent_at >= self.timeout:
+                self.resent_at = now
+                return tx.RESEND_NOW
+            return tx.IGNORED
+        if delta > self.sent - self.acked:
+            return tx.IGNORED
+        self.acked += delta
+        self.retries = 0
+        return tx.COMPLETE if self.acked == self.last_block else tx.PROGRESS
+
+    def on_timeout(self, now: float) -> None:
+        self.retries += 1
+        self.resent_at = now
+
+
+def _ack_script(seed: int, windowsize: int, last_block: int) -> list[tuple[str, int]]:
+    """A client's behaviour: mostly the right ACK, with duplicates, stale and future ACKs, ACKs of part
+    of a window, and timer resends (so repeated ACKs meet the backoff rule)."""
+    rng = random.Random(seed)
+    script: list[tuple[str, int]] = []
+    acked = sent = 0
+    while acked < last_block and len(script) < 200_000:
+        sent = max(sent, min(acked + windowsize, last_block))
+        roll = rng.random()
+        if roll < 0.05:  # the timer resends, and the client may keep repeating its last ACK
+            script.append(("timeout", 0))
+            script.extend(("ack", acked & 0xFFFF) for _ in range(rng.randint(0, 6)))
+        elif roll < 0.12:
+            script.append(("ack", acked & 0xFFFF))  # duplicate
+        elif roll < 0.16:
+            script.append(("ack", (acked - rng.randint(1, 3)) & 0xFFFF))  # stale
+        elif roll < 0.20:
+            script.append(("ack", (sent + rng.randint(1, 3)) & 0xFFFF))  # never sent
+        else:
+            acked = rng.randint(acked + 1, sent) if roll < 0.3 else sent
+            script.append(("ack", acked & 0xFFFF))
+    return script
+
+
+@pytest.mark.parametrize(
+    ("seed", "size", "blksize", "windowsize"),
+    [
+        (1, 1000, 512, 1),
+        (2, 1024, 512, 1),
+        (3, 0, 512, 1),
+        (4, 70_000 * 8 + 3, 8, 1),  # rolls over past 65535
+        (5, 65_536 * 8, 8, 1),  # exact multiple across the rollover: ends with an empty block
+        (6, 70_000 * 8, 8, 4),
+        (7, 5000, 512, 16),
+    ],
+)
+def test_ack_next_equals_on_ack_take_window_span_and_the_reference(
+    seed: int, size: int, blksize: int, windowsize: int
+) -> None:
+    """The one-call lockstep step gives exactly what on_ack, take_window and span give one after the
+    other, and both agree with a plain reference, on every ACK of a script with duplicates, stale and
+    never-sent ACKs, backoff resends, completion and rollover."""
+    fast = ReadTransfer(size, blksize, windowsize, timeout=1.0)
+    general = ReadTransfer(size, blksize, windowsize, timeout=1.0)
+    ref = _Reference(size, blksize, windowsize, timeout=1.0)
+    assert fast.take_window() == general.take_window() == ref.take_window()
+    now = 0.0
+    results = set()
+    for kind, value in _ack_script(seed, windowsize, fast.last_block):
+        now += 0.3
+        if kind == "timeout":
+            assert fast.on_timeout(now) == general.on_timeout(now) == tx.RESEND
+            ref.on_timeout(now)
+            continue
+        result, first, last, start, end = fast.ack_next(value, now)
+        expected = general.on_ack(value, now)
+        assert result == expected == ref.on_ack(value, now)
+        results.add(result)
+        if result == tx.PROGRESS:
+            assert (first, last) == general.take_window() == ref.take_window()
+            assert (start, end) == (general.span(first)[0], general.span(last)[1])
+            if windowsize == 1:
+                assert (start, end) == general.span(first)
+        else:
+            assert (first, last, start, end) == (0, 0, 0, 0)
+        for attr in ("acked", "sent", "retries", "resent_at", "retransmits", "last_progress"):
+            assert getattr(fast, attr) == getattr(general, attr), attr
+        assert (fast.acked, fast.sent, fast.retries) == (ref.acked, ref.sent, ref.retries)
+    assert fast.done and general.done and ref.acked == ref.last_block
+    if fast.last_block > windowsize + 1:
+        assert {tx.PROGRESS, tx.IGNORED, tx.COMPLETE} <= results
+    if fast.last_block > 1000:
+        assert tx.RESEND_NOW in results
+    if fast.last_block > 65_536:
+        assert fast.acked > 65_536
+
+
+def test_ack_next_without_take_leaves_the_window_alone() -> None:
+    t = ReadTransfer(size=5000, blksize=512, windowsize=4)
+    t.take_window()
+    assert t.ack_next(2, 0.1, take=False) == (tx.PROGRESS, 0, 0, 0, 0)
+    assert t.sent == 4  # on_ack's contract: only take_window moves `sent`
+    assert t.ack_next(4, 0.2) == (tx.PROGRESS, 5, 8, 2048, 4096)
+    assert t.sent == 8
