@@ -3,10 +3,8 @@ the same confinement; `proxydhcp tftp --address ::` is accepted. Real clients: c
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from typer.testing import CliRunner
 
 from proxydhcp.cli import app
 from proxydhcp.outcome import TransferOutcome
-from proxydhcp.tftp.server import TftpConfig, TftpServer, TransferStats
-from tests.integration.tftp_fixtures import RunningServer, make_tree, stop_server
+from tests.integration.tftp_fixtures import RunningServer, make_tree, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,21 +23,7 @@ def dual_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
     root = tmp_path_factory.mktemp("tftp6") / "root"
     root.mkdir()
     contents = make_tree(root)
-    finished: list[TransferStats] = []
-    server = TftpServer(TftpConfig(root=root, address="::", port=0), on_transfer=finished.append)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(5), "server did not start"
-    running = RunningServer(server, loop, thread, root, contents, finished)
+    running = start_server(root, contents, address="::")
     try:
         yield running
     finally:

@@ -74,7 +74,8 @@ class Sink:
 
 
 def start_server(root: Path, contents: dict[str, bytes], **overrides: object) -> RunningServer:
-    config = TftpConfig(root=root, address="127.0.0.1", port=0, **overrides)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"address": "127.0.0.1", "port": 0, **overrides}
+    config = TftpConfig(root=root, **settings)  # type: ignore[arg-type]
     finished: list[TransferStats] = []
     server = TftpServer(config, on_transfer=finished.append)
     loop = asyncio.new_event_loop()
