@@ -279,6 +279,7 @@ class Topology:
         ipv6: bool = False,
         http6: bool = False,
         reloadable: bool = False,
+        ipxe_boot_file: str = "boot.ipxe",
     ) -> None:
         """boot: architecture → boot file, added to / replacing the defaults (bios, efi-x64);
         files: TFTP root name → source file, added to the root; next_server: dhcpd's next-server
@@ -287,7 +288,8 @@ class Topology:
         4011 only (--colocated) wherever it runs; sb_vars: the variable store uefisb VMs start from
         (default: Microsoft's keys); reloadable: proxydhcp reads its boot table from its configuration
         file (not from --boot-file flags, which a reload keeps), so `reload_boot` can change it by SIGHUP
-        while a VM boots."""
+        while a VM boots; ipxe_boot_file: what proxydhcp hands clients already running iPXE (a name in
+        the TFTP root, or a URL: --ipxe-boot-file)."""
         self.workdir = workdir
         self.ipv6 = ipv6 or http6
         # http6: HTTP boot over IPv6; proxydhcp's own HTTP server (on ::, dual stack) serves the TFTP root
@@ -310,6 +312,7 @@ class Topology:
         # stage-2 script's marker fetched over HTTP (success: that request in the HTTP log).
         self.http = http
         self.reloadable = reloadable
+        self.ipxe_boot_file = ipxe_boot_file
         self.log = log or (lambda _msg: None)
         self.lab: Lab | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
@@ -507,7 +510,7 @@ class Topology:
                 argv += ["--boot-file", entry]
             argv += [
                 "--ipxe-boot-file",
-                "boot.ipxe",
+                self.ipxe_boot_file,
                 "--tftp-root",
                 str(self.tftp_root),
                 "--log-format",
