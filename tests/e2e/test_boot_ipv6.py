@@ -169,18 +169,18 @@ UEFI6_HTTP = Vm("uefi6http", "uefi6http", "52:54:00:77:00:07")
 
 
 @pytest.fixture(scope="module")
-def http6_boot(
-    e2e_ready: None, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[BootResult, list[dict[str, object]]]:
+def http6_boot(e2e_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Ipv6Boot:
     workdir = tmp_path_factory.mktemp("e2e-http6")
     with Topology(workdir, http6=True) as topo:
         result = topo.boot([UEFI6_HTTP])[UEFI6_HTTP.name]
-        records = topo.proxy_records()
-    return result, records
+        assert topo.batch_dir is not None
+        wire_text = (topo.batch_dir / "tcpdump-br0.txt").read_text(errors="replace")
+        mac = topo.ns("pxe").run(["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+        return Ipv6Boot(result, wire_text, topo.proxy_records(), mac, None)
 
 
-def test_ovmf_http_boot_over_ipv6(http6_boot: tuple[BootResult, list[dict[str, object]]]) -> None:
-    result, records = http6_boot
+def test_ovmf_http_boot_over_ipv6(http6_boot: Ipv6Boot) -> None:
+    result, records = http6_boot.result, http6_boot.records
     assert result.ok, result.report()
     # HTTPClient Solicit answered with the boot table's URL and vendor class HTTPClient; no 4011 step.
     http = [
@@ -190,6 +190,14 @@ def test_ovmf_http_boot_over_ipv6(http6_boot: tuple[BootResult, list[dict[str, o
     ]
     assert http and {r.get("boot_file") for r in http} == {HTTP6_URL}, records
     assert not [r for r in records if r.get("port") == 4011 and str(r.get("source", "")).startswith("[")]
+    # On the wire: each HTTPClient answer carries option 16 (343, HTTPClient) and the URL, no IA.
+    answers = [
+        d.dhcp6 for d in http6_boot.proxy_answers() if d.dhcp6 and d.dhcp6.boot_file_url().startswith("http")
+    ]
+    assert answers, result.report()
+    for m in answers:
+        assert m.vendor_class() == (PXE_ENTERPRISE, [b"HTTPClient"]) and m.boot_file_url() == HTTP6_URL, m
+        assert not {3, 4, 5, 25} & set(m.codes), m
     # The boot table names ipxe.efi: the proxy made it a URL on its own HTTP server, named by its
     # address in the prefix, and the firmware fetched it there over IPv6 (issue 16: HTTP over IPv6
     # reuses the HTTP server), each request one of the server's own records.
