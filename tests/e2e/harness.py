@@ -12,7 +12,8 @@ the boot server and file, and QEMU VMs boot with their stock firmware:
   relayed (relay=True): rtr eth0 10.77.0.254 on br0, eth1 10.78.0.1 on br1 (dhcrelay → corp, pxe),
                         client VMs on br1
   co-located (colocated=True): dhcpd says option 60 PXEClient; proxydhcp runs in corp, 4011 only
-  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files
+  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files,
+         the iPXE boot file (a URL too), a boot table in proxydhcp.toml changed mid-boot by SIGHUP
 ```
 
 Success is decided on the wire, not from the service's logs: the TFTP root carries an iPXE script
