@@ -12,7 +12,8 @@ the boot server and file, and QEMU VMs boot with their stock firmware:
   relayed (relay=True): rtr eth0 10.77.0.254 on br0, eth1 10.78.0.1 on br1 (dhcrelay → corp, pxe),
                         client VMs on br1
   co-located (colocated=True): dhcpd says option 60 PXEClient; proxydhcp runs in corp, 4011 only
-  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files
+  knobs: dhcpd next-server / option 60, a 4011-only proxy on its own host, boot table, extra root files,
+         the iPXE boot file (a URL too), a boot table in proxydhcp.toml changed mid-boot by SIGHUP
 ```
 
 Success is decided on the wire, not from the service's logs: the TFTP root carries an iPXE script
@@ -29,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -223,6 +225,8 @@ class BootResult:
                 f"--- capture timeline on {bridge} ({pcap}), seconds since QEMU start:",
                 wire.timeline(pcap, t0=self.t0),
             ]
+            if self.vm.firmware in ("uefi6", "uefi6http"):
+                out += [f"--- IPv6 on {bridge}:", wire.timeline(pcap, t0=self.t0, ipv6=True)]
             dropped = capture_drops(pcap.parent / f"tcpdump-{bridge}.txt")
             if dropped:
                 out.append(f"!!! tcpdump dropped {dropped} packets on {bridge}: the timeline misses them")
@@ -275,13 +279,18 @@ class Topology:
         http: bool = False,
         ipv6: bool = False,
         http6: bool = False,
+        reloadable: bool = False,
+        ipxe_boot_file: str = "boot.ipxe",
     ) -> None:
         """boot: architecture → boot file, added to / replacing the defaults (bios, efi-x64);
         files: TFTP root name → source file, added to the root; next_server: dhcpd's next-server
         (siaddr in the corporate OFFER/ACK); corp_pxeclient: dhcpd says option 60 PXEClient (as in
         co-located mode, but the proxy may stay on its own host); only_4011: proxydhcp binds port
         4011 only (--colocated) wherever it runs; sb_vars: the variable store uefisb VMs start from
-        (default: Microsoft's keys)."""
+        (default: Microsoft's keys); reloadable: proxydhcp reads its boot table from its configuration
+        file (not from --boot-file flags, which a reload keeps), so `reload_boot` can change it by SIGHUP
+        while a VM boots; ipxe_boot_file: what proxydhcp hands clients already running iPXE (a name in
+        the TFTP root, or a URL: --ipxe-boot-file)."""
         self.workdir = workdir
         self.ipv6 = ipv6 or http6
         # http6: HTTP boot over IPv6; proxydhcp's own HTTP server (on ::, dual stack) serves the TFTP root
@@ -303,6 +312,8 @@ class Topology:
         # http: proxydhcp's HTTP server on HTTP_PORT, HTTP boot clients offered ipxe.efi there, and the
         # stage-2 script's marker fetched over HTTP (success: that request in the HTTP log).
         self.http = http
+        self.reloadable = reloadable
+        self.ipxe_boot_file = ipxe_boot_file
         self.log = log or (lambda _msg: None)
         self.lab: Lab | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
@@ -492,13 +503,15 @@ class Topology:
             table = (
                 ["efi-x64-http=ipxe.efi"]
                 if self.http6
+                else []
+                if self.reloadable  # in the configuration file: _write_config
                 else [f"{arch}={name}" for arch, name in self.boot_table.items()]
             )
             for entry in table:
                 argv += ["--boot-file", entry]
             argv += [
                 "--ipxe-boot-file",
-                "boot.ipxe",
+                self.ipxe_boot_file,
                 "--tftp-root",
                 str(self.tftp_root),
                 "--log-format",
@@ -510,16 +523,54 @@ class Topology:
                 argv += ["--http-port", str(HTTP_PORT), "--boot-file", "efi-x64-http=ipxe.efi"]
             elif self.http6:
                 argv += ["--http-port", str(HTTP_PORT)]
-            if self.hosts:
-                conf = self.workdir / "proxydhcp.toml"
-                conf.write_text(
-                    "".join(f'[[host]]\nmac = "{m}"\nboot_file = "{f}"\n\n' for m, f in self.hosts.items())
-                )
-                argv += ["--config", str(conf)]
+            if self.hosts or self.reloadable:
+                argv += ["--config", str(self._write_config())]
             return argv
         if self.proxy_kind == "dnsmasq":
             return ["dnsmasq", "--keep-in-foreground", f"--conf-file={self._dnsmasq_conf(subnets)}"]
         raise ValueError(f"unknown proxy implementation {self.proxy_kind!r} (proxydhcp or dnsmasq)")
+
+    def _write_config(self) -> Path:
+        """proxydhcp.toml: the [[host]] entries, and with `reloadable` the boot table."""
+        conf = self.workdir / "proxydhcp.toml"
+        text = ""
+        if self.reloadable:
+            text += "[boot]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in self.boot_table.items()) + "\n"
+        text += "".join(f'[[host]]\nmac = "{m}"\nboot_file = "{f}"\n\n' for m, f in self.hosts.items())
+        conf.write_text(text)
+        return conf
+
+    def reload_boot(self, boot: dict[str, str], timeout: float = 10.0) -> None:
+        """Change the running proxydhcp's boot table the way an operator does: edit its configuration
+        file, send SIGHUP, and wait for its "configuration reloaded" line (needs `reloadable`)."""
+        assert self.reloadable and self.proxy is not None and self.proxy_log is not None
+        self.boot_table.update(boot)
+        self._write_config()
+        mark = len(self.proxy_log.read_bytes())
+        os.killpg(self.proxy.pid, signal.SIGHUP)  # its own session (Netns.spawn): proxydhcp only
+        deadline = time.monotonic() + timeout
+        while b"configuration reloaded" not in self.proxy_log.read_bytes()[mark:]:
+            if time.monotonic() > deadline or self.proxy.poll() is not None:
+                raise RuntimeError(f"proxydhcp did not reload in {timeout} s:\n{tail(self.proxy_log, 20)}")
+            time.sleep(0.05)
+        self.log(f"proxy: reloaded, boot table now {self.boot_table}")
+
+    def proxy_records(self) -> list[dict[str, object]]:
+        """proxydhcp's JSON log records so far (decision records, HTTP requests, messages)."""
+        import json
+
+        out: list[dict[str, object]] = []
+        if self.proxy_log is None or not self.proxy_log.exists():
+            return out
+        for line in self.proxy_log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
 
     def _dnsmasq_conf(self, subnets: list[str]) -> Path:
         """The reference: dnsmasq in proxy mode (never an address) with the same boot files."""

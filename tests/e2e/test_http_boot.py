@@ -2,9 +2,12 @@
 
 - OVMF's own HTTP boot over IPv4 (its PXE and IPv6 paths switched off with fw_cfg): the address
   comes from dhcpd, the URL from proxydhcp's offer (option 60 `HTTPClient`, no 4011 step); the
-  firmware asks proxydhcp's HTTP server for ipxe.efi (HEAD, then GET); iPXE runs the stage-2 script
-  and fetches the marker over HTTP.
-- SeaBIOS + iPXE ROM: TFTP for the script, the script's marker over HTTP.
+  firmware asks proxydhcp's HTTP server for ipxe.efi (HEAD, then GET); iPXE is then handed its
+  script as a URL on that server (`--ipxe-boot-file http://…/boot.ipxe`, issue 15), fetches it
+  there and the script fetches the marker over HTTP: no TFTP at all.
+- SeaBIOS + iPXE ROM: TFTP for the script (a [[host]] entry names `boot.ipxe` for this MAC, the
+  per-client way to keep one machine on TFTP while the rest of the network gets the URL), the
+  script's marker over HTTP.
 
 Success is the marker request in proxydhcp's HTTP log.
 """
@@ -24,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 HTTP_UEFI = Vm("http-uefi", "uefi-http", "52:54:00:7a:00:01")
 HTTP_BIOS = Vm("http-bios", "bios", "52:54:00:7a:00:02")
 URL = f"http://{PXE_IP}:{HTTP_PORT}/ipxe.efi"
+IPXE_URL = f"http://{PXE_IP}:{HTTP_PORT}/boot.ipxe"  # the iPXE script by URL, on the built-in server
 
 
 class HttpRun:
@@ -37,7 +41,12 @@ class HttpRun:
 
 @pytest.fixture(scope="module")
 def http_run(e2e_ready: None, tmp_path_factory: pytest.TempPathFactory) -> HttpRun:
-    with Topology(tmp_path_factory.mktemp("e2e-http"), http=True) as topo:
+    with Topology(
+        tmp_path_factory.mktemp("e2e-http"),
+        http=True,
+        ipxe_boot_file=IPXE_URL,
+        hosts={HTTP_BIOS.mac: "boot.ipxe"},
+    ) as topo:
         results = topo.boot([HTTP_UEFI, HTTP_BIOS])
         return HttpRun(results, topo.http_requests())
 
@@ -76,6 +85,32 @@ def test_ovmf_http_boot(http_run: HttpRun) -> None:
     got = [q for q in http_run.of(ip) if q.get("method") == "GET" and q.get("file") == "/ipxe.efi"]
     assert got[0].get("bytes") == Path("/usr/lib/ipxe/ipxe.efi").stat().st_size
     assert ("GET", f"/{HTTP_UEFI.marker}", 200) in seen, f"{seen}\n{r.report()}"
+
+
+def test_ipxe_loads_its_script_by_url_from_the_builtin_http_server(http_run: HttpRun) -> None:
+    """Issue 15: iPXE (loaded by OVMF's HTTP boot) is handed `--ipxe-boot-file`, a URL on proxydhcp's
+    HTTP server, fetches the script there, and the script's marker follows over HTTP."""
+    r = http_run.results[HTTP_UEFI.name]
+    assert r.ok, r.report()
+    dgs = r.datagrams()
+    # proxydhcp's answers to iPXE (its requests carry user class iPXE) named the script by its URL
+    ipxe_xids = {
+        d.dhcp.xid for d in dgs
+        if d.dhcp and d.dhcp.op == 1 and d.dhcp.chaddr == HTTP_UEFI.mac and d.dhcp.user_class() == "iPXE"
+    }  # fmt: skip
+    to_ipxe = [
+        d.dhcp for d in dgs
+        if d.dhcp and d.dhcp.op == 2 and d.src == PXE_IP and d.dhcp.xid in ipxe_xids and d.dhcp.file
+    ]  # fmt: skip
+    assert to_ipxe and {p.file for p in to_ipxe} == {IPXE_URL}, r.report()
+    ip = _client_ip(dgs, HTTP_UEFI.mac)
+    seen = [(q.get("method"), q.get("file"), q.get("status")) for q in http_run.of(ip)]
+    script = ("GET", "/boot.ipxe", 200)
+    assert script in seen, f"{seen}\n{r.report()}"
+    assert seen.index(("GET", "/ipxe.efi", 200)) < seen.index(script), seen
+    assert seen.index(script) < seen.index(("GET", f"/{HTTP_UEFI.marker}", 200)), seen
+    # no TFTP on this path: the script came over HTTP
+    assert not [d for d in dgs if d.tftp and d.tftp.opcode == 1 and d.src == ip], r.report()
 
 
 def test_bios_ipxe_tftp_then_http(http_run: HttpRun) -> None:

@@ -27,6 +27,8 @@ DHCP_TYPES = {
     8: "INFORM",
 }
 DHCP_PORTS = frozenset({67, 68, 4011})
+DHCP6_PORTS = frozenset({546, 547, 4011})
+DHCP6_TYPES = {1: "SOLICIT", 2: "ADVERTISE", 3: "REQUEST", 7: "REPLY", 11: "INFORMATION-REQUEST"}
 TFTP_OPS = {1: "RRQ", 2: "WRQ", 3: "DATA", 4: "ACK", 5: "ERROR", 6: "OACK"}
 
 
@@ -66,6 +68,36 @@ class Dhcp:
 
 
 @dataclass(frozen=True)
+class Dhcp6:
+    """One DHCPv6 client/server message (no relay messages): its type, transaction ID and options,
+    decoded here from the RFC 8415 TLVs, independently of the product's codec."""
+
+    msg_type: int
+    xid: int
+    codes: tuple[int, ...]  # option codes in wire order
+    options: dict[int, bytes]  # the first of each code
+
+    @property
+    def name(self) -> str:
+        return DHCP6_TYPES.get(self.msg_type, f"type{self.msg_type}")
+
+    def boot_file_url(self) -> str:
+        return self.options.get(59, b"").decode("ascii", "replace")
+
+    def vendor_class(self) -> tuple[int, list[bytes]] | None:
+        """Option 16: (enterprise number, the class data items)."""
+        raw = self.options.get(16)
+        if raw is None or len(raw) < 4:
+            return None
+        items, at = [], 4
+        while at + 2 <= len(raw):
+            size = int.from_bytes(raw[at : at + 2], "big")
+            items.append(raw[at + 2 : at + 2 + size])
+            at += 2 + size
+        return int.from_bytes(raw[:4], "big"), items
+
+
+@dataclass(frozen=True)
 class Tftp:
     opcode: int
     block: int = 0
@@ -81,7 +113,7 @@ class Tftp:
 
 @dataclass(frozen=True)
 class Datagram:
-    """One IPv4/UDP datagram seen on the wire."""
+    """One UDP datagram seen on the wire (IPv4, or IPv6 from `read(..., ipv6=True)`)."""
 
     t: float
     src: str
@@ -92,6 +124,7 @@ class Datagram:
     eth_src: str
     dhcp: Dhcp | None = None
     tftp: Tftp | None = None
+    dhcp6: Dhcp6 | None = None
 
 
 def _decode_dhcp(payload: bytes) -> Dhcp | None:
@@ -118,6 +151,23 @@ def _decode_dhcp(payload: bytes) -> Dhcp | None:
     )
 
 
+def _decode_dhcp6(payload: bytes) -> Dhcp6 | None:
+    if len(payload) < 4 or payload[0] in (12, 13):  # relay messages: not seen on the e2e links
+        return None
+    codes: list[int] = []
+    options: dict[int, bytes] = {}
+    at = 4
+    while at + 4 <= len(payload):
+        code = int.from_bytes(payload[at : at + 2], "big")
+        size = int.from_bytes(payload[at + 2 : at + 4], "big")
+        if at + 4 + size > len(payload):
+            return None  # truncated: not a message this reader can vouch for
+        codes.append(code)
+        options.setdefault(code, payload[at + 4 : at + 4 + size])
+        at += 4 + size
+    return Dhcp6(payload[0], int.from_bytes(payload[1:4], "big"), tuple(codes), options)
+
+
 def _decode_tftp(payload: bytes) -> Tftp | None:
     if len(payload) < 4:
         return None
@@ -142,9 +192,10 @@ def _decode_tftp(payload: bytes) -> Tftp | None:
     return None
 
 
-def read(path: Path) -> list[Datagram]:
+def read(path: Path, ipv6: bool = False) -> list[Datagram]:
     """Every IPv4/UDP datagram of an Ethernet capture, with DHCP decoded on ports 67/68/4011 and
-    TFTP decoded on port 69 and on the transfer ports that follow an RRQ."""
+    TFTP decoded on port 69 and on the transfer ports that follow an RRQ. ipv6: the IPv6/UDP
+    datagrams instead, with DHCPv6 decoded on ports 546/547/4011."""
     out: list[Datagram] = []
     tftp_peers: set[tuple[str, int]] = set()  # clients that sent an RRQ/WRQ to port 69
     if not path.exists() or path.stat().st_size < 24:
@@ -165,13 +216,20 @@ def read(path: Path) -> list[Datagram]:
             with contextlib.suppress(dpkt.UnpackError, struct.error, IndexError, ValueError):
                 eth = dpkt.ethernet.Ethernet(frame)
                 ip = eth.data
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
+                family = dpkt.ip6.IP6 if ipv6 else dpkt.ip.IP
+                if not isinstance(ip, family) or not isinstance(ip.data, dpkt.udp.UDP):
                     continue
                 udp = ip.data
-                src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
+                if ipv6:
+                    src = socket.inet_ntop(socket.AF_INET6, ip.src)
+                    dst = socket.inet_ntop(socket.AF_INET6, ip.dst)
+                else:
+                    src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
                 payload = bytes(udp.data)
                 dg = Datagram(float(ts), src, udp.sport, dst, udp.dport, payload, mac_str(eth.src))
-                if udp.sport in DHCP_PORTS and udp.dport in DHCP_PORTS:
+                if ipv6 and udp.sport in DHCP6_PORTS and udp.dport in DHCP6_PORTS:
+                    dg = Datagram(**{**dg.__dict__, "dhcp6": _decode_dhcp6(payload)})
+                elif not ipv6 and udp.sport in DHCP_PORTS and udp.dport in DHCP_PORTS:
                     dg = Datagram(**{**dg.__dict__, "dhcp": _decode_dhcp(payload)})
                 elif udp.dport == 69 or (src, udp.sport) in tftp_peers or (dst, udp.dport) in tftp_peers:
                     tftp = _decode_tftp(payload)
@@ -284,6 +342,15 @@ def transfers(dgs: list[Datagram]) -> list[Transfer]:
 def describe(d: Datagram) -> str | None:
     """A one-line summary of a DHCP or TFTP control datagram (None for DATA/ACK and other UDP)."""
     head = f"{d.src}:{d.sport} -> {d.dst}:{d.dport}"
+    if d.dhcp6:
+        m = d.dhcp6
+        bits = [f"DHCPv6 {m.name}", f"xid={m.xid:06x}", "options=" + ",".join(map(str, m.codes))]
+        if m.boot_file_url():
+            bits.append(f"url={m.boot_file_url()}")
+        vendor = m.vendor_class()
+        if vendor:
+            bits.append(f"16={vendor[0]}:" + "/".join(i.decode("ascii", "replace") for i in vendor[1]))
+        return f"{head} {' '.join(bits)}"
     if d.dhcp:
         p = d.dhcp
         bits = [f"DHCP {p.name}", f"xid={p.xid:08x}", f"chaddr={p.chaddr}"]
@@ -320,11 +387,11 @@ def describe(d: Datagram) -> str | None:
     return None
 
 
-def timeline(path: Path, t0: float | None = None, limit: int = 120) -> str:
+def timeline(path: Path, t0: float | None = None, limit: int = 120, ipv6: bool = False) -> str:
     """The capture as lines `+seconds src -> dst what`, plus the TFTP transfers it contains."""
-    dgs = read(path)
+    dgs = read(path, ipv6=ipv6)
     if not dgs:
-        return f"  ({path.name}: no IPv4/UDP packets)"
+        return f"  ({path.name}: no {'IPv6' if ipv6 else 'IPv4'}/UDP packets)"
     base = t0 if t0 is not None else dgs[0].t
     lines = [f"  +{d.t - base:7.2f}s {text}" for d in dgs if (text := describe(d))]
     if len(lines) > limit:
