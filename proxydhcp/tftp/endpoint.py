@@ -9,8 +9,9 @@ slices of the source's buffer; a window goes out as one UDP GSO send (a UDP_SEGM
 kernel cuts it into datagrams) where the kernel and the route allow it, else block by block. Each
 transfer has one timer; progress only moves a deadline, and the timer re-arms itself lazily when it
 fires early. A long lockstep transfer also gets a connected twin socket on its port for its client's
-datagrams (`Transfer._pair`). The decisions (which blocks, when to resend or give up) are
-`transfer.ReadTransfer`'s.
+datagrams (`Transfer._pair`), read by a closure (`Transfer._twin_reader`) that slices each block out of
+the source's loaded region and sends header and payload with one writev. The decisions (which blocks,
+when to resend or give up) are `transfer.ReadTransfer`'s: one `ack_next` call per lockstep ACK.
 """
 
 from __future__ import annotations
