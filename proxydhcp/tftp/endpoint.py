@@ -9,8 +9,9 @@ slices of the source's buffer; a window goes out as one UDP GSO send (a UDP_SEGM
 kernel cuts it into datagrams) where the kernel and the route allow it, else block by block. Each
 transfer has one timer; progress only moves a deadline, and the timer re-arms itself lazily when it
 fires early. A long lockstep transfer also gets a connected twin socket on its port for its client's
-datagrams (`Transfer._pair`). The decisions (which blocks, when to resend or give up) are
-`transfer.ReadTransfer`'s.
+datagrams (`Transfer._pair`), read by a closure (`Transfer._twin_reader`) that slices each block out of
+the source's loaded region and sends header and payload with one writev. The decisions (which blocks,
+when to resend or give up) are `transfer.ReadTransfer`'s: one `ack_next` call per lockstep ACK.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import select
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -40,6 +43,7 @@ MAX_DATAGRAM = 65536
 DRAIN = 64  # RRQs the listener reads per wakeup at most, so a flood cannot starve the transfers
 
 _HEADERS = data_headers()
+_OPCODE_BLOCK = struct.Struct("!HH")  # an ACK: opcode 4, block number
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -241,14 +245,13 @@ class Transfer:
         "_now",
         "_own",
         "_peer",
-        "_peer_recv",
-        "_peer_send",
         "_rbuf",
         "_recv_into",
         "_repeat_at",
         "_sendto",
         "_tid_error_at",
         "_timer",
+        "_twin_read",
         "client",
         "done",
         "filename",
@@ -309,8 +312,7 @@ class Transfer:
         self._dest = sockaddr(client)  # what sendto takes (self.client is the compared, logged form)
         self._now = loop.time
         self._peer: socket.socket | None = None
-        self._peer_send: Callable[[bytes], int] | None = None
-        self._peer_recv: Callable[[bytearray], int] | None = None
+        self._twin_read: Callable[[], None] | None = None
 
     def start(self) -> None:
         state = self.state
@@ -345,14 +347,13 @@ class Transfer:
             twin.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
             twin.bind(sockaddr(self.local))
             twin.connect(self._dest)
-            self._loop.add_reader(twin.fileno(), self._on_lockstep)
+            self._twin_read = self._twin_reader(twin)
+            self._loop.add_reader(twin.fileno(), self._twin_read)
         except OSError as exc:
             log.debug("no connected twin for the transfer to %s:%d: %s", *self.client, exc)
             twin.close()
             return False
         self._peer = twin
-        self._peer_send = twin.send
-        self._peer_recv = twin.recv_into
         # Between its bind and its connect the twin could take anybody's datagram: those go the
         # checked way.
         buf = self._rbuf
@@ -500,36 +501,28 @@ class Transfer:
             ready = select.select(sockets, [], [], 0)[0]
             if not ready:
                 return
-            if self._peer in ready:
-                self._on_lockstep()
+            if self._peer in ready and self._twin_read is not None:
+                self._twin_read()
             else:
                 self._on_readable()
 
     def _on_lockstep(self) -> None:
-        """The reader of a windowsize-1 transfer: its twin's if it has one (the kernel lets only the
-        client's datagrams in there), else its socket's, where a stranger's datagram gets ERROR 5. An
-        ACK past the OACK goes through the transfer state in one call (ReadTransfer.ack_next: the ACK
+        """The reader of a windowsize-1 transfer without a twin, where a stranger's datagram gets
+        ERROR 5. An ACK goes through the transfer state in one call (ReadTransfer.ack_next: the ACK
         rule and take_window) and its one next block straight out, without the window loop; anything
         else the general way."""
         buf = self._rbuf
-        if self._peer_recv is not None:
-            try:
-                n = self._peer_recv(buf)
-            except OSError:
-                return
-        else:
-            try:
-                n, addr = self._recv_into(buf)
-            except OSError:
-                return
-            if addr != self.client:
-                self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
-                return
-        state = self.state
-        if n != 4 or buf[1] != 4 or buf[0] or state.oack_pending:
+        try:
+            n, addr = self._recv_into(buf)
+        except OSError:
+            return
+        if addr != self.client:
+            self._stray(addr, buf[1] if n >= 2 and buf[0] == 0 else -1)
+            return
+        if n != 4 or buf[1] != 4 or buf[0]:
             self._on_datagram(buf, n, self.client)
             return
-        result, block, _, start, end = state.ack_next((buf[2] << 8) | buf[3], self._now())
+        result, block, _, start, end = self.state.ack_next((buf[2] << 8) | buf[3], self._now())
         if result != PROGRESS:
             if result == COMPLETE:
                 self.finish(TransferOutcome.COMPLETED)
@@ -541,13 +534,63 @@ class Transfer:
             self._send_window()
             return
         try:
-            if self._peer_send is not None:
-                self._peer_send(_HEADERS[block & 0xFFFF] + view)
-            else:
-                self._sendto(_HEADERS[block & 0xFFFF] + view, self._dest)
+            self._sendto(_HEADERS[block & 0xFFFF] + view, self._dest)
         except OSError as exc:
             if exc.errno not in _NOT_SENT:
                 log.debug("send to %s:%d failed: %s", *self.client, exc)
+
+    def _twin_reader(self, twin: socket.socket) -> Callable[[], None]:
+        """The reader of the connected twin: `_on_lockstep`'s work for a socket only the client reaches,
+        as a closure over what it uses per block (local names, not attribute lookups). Each block's
+        bytes are sliced out of the source's current region (one chunk, or the whole cached file)
+        without a call into the source until a block falls outside it, and header and payload go out in
+        one writev (one datagram, no concatenated copy of the block). The result of each step is the
+        general path's: tests/unit/test_tftp_fastpaths.py drives both with the same datagrams."""
+        fd = twin.fileno()
+        buf = self._rbuf
+        recv_into = twin.recv_into
+        state = self.state
+        ack_next = state.ack_next
+        now = self._now
+        source = self.source
+        headers = _HEADERS
+        writev = os.writev
+        unpack = _OPCODE_BLOCK.unpack_from
+        low = high = 0  # the region: file bytes [low, high) are region[0 : high - low]
+        region = memoryview(b"")
+
+        def on_twin_readable() -> None:
+            nonlocal low, high, region
+            try:
+                n = recv_into(buf)
+            except OSError:
+                return
+            opcode, number = unpack(buf)
+            if n != 4 or opcode != 4:  # not an ACK: the general path (an ERROR ends the transfer)
+                self._on_datagram(buf, n, self.client)
+                return
+            result, block, _, start, end = ack_next(number, now())
+            if result != PROGRESS:
+                if result == COMPLETE:
+                    region = memoryview(b"")
+                    self.finish(TransferOutcome.COMPLETED)
+                elif result == RESEND_NOW:  # a repeated ACK in backoff (ReadTransfer)
+                    self._send_window()
+                return  # IGNORED: a duplicate (Sorcerer's Apprentice) or a block never sent
+            if start < low or end > high:
+                found = source.region(start, end)
+                if found is None:  # not read yet, or across two chunks: the general path
+                    self._send_window()
+                    return
+                low, region = found
+                high = low + len(region)
+            try:
+                writev(fd, (headers[block & 0xFFFF], region[start - low : end - low]))
+            except OSError as exc:
+                if exc.errno not in _NOT_SENT:
+                    log.debug("send to %s:%d failed: %s", *self.client, exc)
+
+        return on_twin_readable
 
     def _on_readable(self) -> None:
         buf = self._rbuf
@@ -635,7 +678,7 @@ class Transfer:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._peer.fileno())
             self._peer.close()
-            self._peer = self._peer_send = self._peer_recv = None
+            self._peer = self._twin_read = None
         if self.pool is not None:
             self.pool.give(self.sock, self.local, self.client)
         else:

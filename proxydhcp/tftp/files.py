@@ -1,10 +1,11 @@
-"""Files served over TFTP: root confinement (R-68), and sources of block data read through aiofiles.
+"""Files served over TFTP: root confinement (R-68), and sources of block data, read in worker threads.
 
 Files up to a size limit are read once into a shared LRU cache keyed by (st_dev, st_ino, st_mtime_ns,
 st_size), so 200 clients fetching one initrd cost one disk read (dnsmasq shares one fd per file, R-69);
 concurrent first requests wait on the same load. Bigger files are read per transfer, forward only, in
-large chunks, keeping the bytes from the last acknowledged block on (a window resend needs them), with
-the next chunk read ahead so a transfer does not pause at chunk boundaries.
+large chunks (os.pread in the loop's executor), keeping the bytes from the last acknowledged block on (a
+window resend needs them), with the next chunk read ahead so a transfer does not pause at chunk
+boundaries.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections import OrderedDict
 from typing import Protocol
 
 import aiofiles
-import aiofiles.threadpool.binary
 
 from proxydhcp.tftp import netascii
 from proxydhcp.tftp.packet import BUSY_MESSAGE, ErrorCode, TftpError
@@ -180,6 +180,11 @@ class Source(Protocol):
     def view(self, start: int, end: int) -> memoryview | None:
         """Bytes [start, end) if loaded, else None (then `fill` and ask again)."""
 
+    def region(self, start: int, end: int) -> tuple[int, memoryview] | None:
+        """The loaded run of bytes holding [start, end), as (its offset in the file, a view of it), if
+        there is one: the caller slices its next blocks out of it while they fall inside. The view
+        stays valid after the source moves on or closes (the caller drops it then)."""
+
     async def fill(self, start: int, end: int) -> None:
         """Load bytes [start, end); nothing before `start` is asked again."""
 
@@ -198,6 +203,9 @@ class MemorySource:
     def view(self, start: int, end: int) -> memoryview | None:
         return self._view[start:end]
 
+    def region(self, start: int, end: int) -> tuple[int, memoryview] | None:
+        return 0, self._view[:]
+
     async def fill(self, start: int, end: int) -> None:
         return None
 
@@ -211,7 +219,7 @@ class _Chunk:
     __slots__ = ("data", "load", "refs")
 
     def __init__(self) -> None:
-        self.data: bytearray | None = None
+        self.data: bytes | None = None
         self.load: asyncio.Task[None] | None = None
         self.refs = 0
 
@@ -251,7 +259,7 @@ class ChunkStore:
             if chunk.data is not None:
                 self.used -= len(chunk.data)
 
-    def loaded(self, key: ChunkKey, chunk: _Chunk, data: bytearray) -> None:
+    def loaded(self, key: ChunkKey, chunk: _Chunk, data: bytes) -> None:
         chunk.data = data
         self.reads += 1
         if self._chunks.get(key) is chunk:
@@ -264,7 +272,7 @@ class ChunkedSource:
     The transfer holds the chunks from its last acknowledged block on (a window resend needs them) and
     one more: as soon as it enters a chunk, the next one is read in the background, so crossing a chunk
     boundary costs nothing. A chunk another transfer of the same file holds is used as is; one nobody
-    holds is read through this source's fd, one read at a time (aiofiles keeps one file position).
+    holds is read through this source's fd, one read at a time.
     """
 
     def __init__(self, fd: int, st: os.stat_result, store: ChunkStore) -> None:
@@ -275,8 +283,6 @@ class ChunkedSource:
         self._store = store
         self._chunk = CHUNK
         self._held: dict[int, _Chunk] = {}
-        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-        self._pos = 0  # the fd's file position
         self._lock = asyncio.Lock()
         self._span = (0, 0)  # the bytes of the chunk view() used last: the lockstep fast path
         self._span_view = memoryview(b"")
@@ -298,7 +304,7 @@ class ChunkedSource:
         size = self._chunk
         first, last = start // size, (end - 1) // size
         self._drop_below(first)
-        parts: list[bytearray] = []
+        parts: list[bytes] = []
         for index in range(first, last + 1):
             chunk = self._held.get(index)
             if chunk is None or chunk.data is None or not self._whole(index, chunk.data):
@@ -310,9 +316,24 @@ class ChunkedSource:
             self._span = (base, base + len(parts[0]))
             self._span_view = memoryview(parts[0])
             return self._span_view[start - base : end - base]
-        # A window across a chunk boundary: one copy of the window (once per chunk, and on resends).
-        joined = bytearray().join(parts)
-        return memoryview(joined)[start - base : end - base]
+        # A window across a chunk boundary: one copy of the window's bytes (once per chunk, and on
+        # resends), not of the chunks it touches.
+        pieces: list[memoryview] = []
+        offset = base
+        for data in parts:
+            pieces.append(memoryview(data)[max(start - offset, 0) : max(end - offset, 0)])
+            offset += len(data)
+        return memoryview(b"".join(pieces))
+
+    def region(self, start: int, end: int) -> tuple[int, memoryview] | None:
+        low, high = self._span
+        if not low <= start <= end <= high:
+            if self._view(start, end) is None:  # not loaded: None
+                return None
+            low, high = self._span
+            if not low <= start <= end <= high:  # across two chunks: only view() joins them
+                return None
+        return low, self._span_view[:]  # its own view: _forget_span releases the source's
 
     async def fill(self, start: int, end: int) -> None:
         if self._closed or start >= end:
@@ -349,7 +370,7 @@ class ChunkedSource:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _whole(self, index: int, data: bytearray) -> bool:
+    def _whole(self, index: int, data: bytes) -> bool:
         """Whether a chunk has all the bytes it should; if not, the file shrank under us: `size` drops."""
         expected = min(self._chunk, self._full - index * self._chunk)
         if len(data) >= expected:
@@ -399,30 +420,32 @@ class ChunkedSource:
             if self._closed and not self._loads:
                 self._close_fd()
 
-    async def _read(self, offset: int, length: int) -> bytearray:
-        """Bytes [offset, offset + length), fewer at end of file. Callers never overlap two reads."""
-        if self._file is None:
-            self._file = await aiofiles.open(self._fd, "rb", buffering=0, closefd=False)
-        if self._pos != offset:
-            os.lseek(self._fd, offset, os.SEEK_SET)  # a syscall, no thread hop: buffering=0 keeps no state
-        buf = bytearray(length)
-        filled = 0
-        with memoryview(buf) as whole:
-            while filled < length:
-                with whole[filled:] as rest:
-                    n = await self._file.readinto(rest)
-                if not n:
-                    break
-                filled += n
-        self._pos = offset + filled
-        if filled < length:  # end of file came early: the file shrank
-            del buf[filled:]
-        return buf
+    async def _read(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length), fewer at end of file, read in a worker thread (a cold disk
+        must not stall the loop's other transfers). os.pread: no file position to keep, and the bytes
+        land in a new object without the zero fill a bytearray would cost first (4 MiB per chunk)."""
+        return await asyncio.get_running_loop().run_in_executor(None, _pread_all, self._fd, length, offset)
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    """pread until `length` bytes or end of file (a regular file gives all at once but at its end)."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _consume_error(task: asyncio.Task[None]) -> None:
