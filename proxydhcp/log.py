@@ -62,6 +62,10 @@ def text_pairs(fields: Mapping[str, Any]) -> str:
 _stamp_cache: list[Any] = [-1, ""]  # [whole second, "HH:MM:SS"]: strftime once a second, not per line
 
 
+_MSECS = tuple(f".{n:03d} " for n in range(1000))  # a line's ".mmm " after its HH:MM:SS
+_PADDED = {name: f"{name:<7} " for name in _LEVEL_NAMES.values()}
+
+
 def _stamp(created: float) -> str:
     second = int(created)
     if _stamp_cache[0] != second:
@@ -82,7 +86,9 @@ class TextFormatter(logging.Formatter):
     @staticmethod
     def _head(created: float, levelname: str, name: str, msg: str) -> str:
         msecs = int((created - int(created)) * 1000)
-        return f"{_stamp(created)}.{msecs:03d} {levelname:<7} {name}: {msg}"
+        # Looked up, not formatted: a format spec costs as much as the rest of the line's head.
+        stamp = f"{_stamp(created)}{_MSECS[msecs] if 0 <= msecs < 1000 else f'.{msecs:03d} '}"
+        return f"{stamp}{_PADDED.get(levelname) or f'{levelname:<7} '}{name}: {msg}"
 
     @classmethod
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import functools
 import logging
 import os
 import signal
@@ -39,7 +37,8 @@ from proxydhcp.http.plan import (
     plan,
     target_name,
 )
-from proxydhcp.log import emit_fast, text_value
+from proxydhcp.http.record import Outcome, RequestStats, hostport
+from proxydhcp.log import emit_fast
 from proxydhcp.tftp.files import Buffer, FileCache, ResolveCache, file_key, open_regular, resolve
 from proxydhcp.tftp.packet import ErrorCode, TftpError
 
@@ -82,56 +81,6 @@ class HttpConfig:
     cache_bytes: int = 64 * 1024 * 1024
 
 
-class Outcome(enum.Enum):
-    COMPLETED = "completed"  # the whole answer was handed to the kernel (2xx, 304, HEAD)
-    REFUSED = "refused"  # an error status was sent instead of a file (4xx)
-    ABORTED = "aborted"  # the client went away mid-answer
-    TIMEOUT = "timeout"  # the send watchdog reset a client that stopped reading
-    ERROR = "error"  # a failure on our side (500)
-
-
-@dataclass(slots=True)  # not frozen: one per request, and a frozen init costs a setattr call per field
-class RequestStats:
-    client: tuple[str, int]
-    method: str
-    filename: str
-    status: int
-    bytes: int
-    duration: float
-    outcome: Outcome
-    reason: str = ""
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / self.duration / 1e6 if self.duration > 0 else 0.0
-
-    def text_fields(self) -> str:
-        """`log.text_pairs(self.fields())` in one f-string (log.StructuredFields)."""
-        reason = f" reason={text_value(self.reason)}" if self.reason else ""
-        return (
-            f"client={_hostport(self.client)} method={text_value(self.method)} "
-            f"file={text_value(self.filename)} status={self.status} bytes={self.bytes} "
-            f"duration={round(self.duration, 4)} "
-            f"mbps={round(self.mb_per_s, 2)} outcome={self.outcome.value}{reason}"
-        )
-
-    def fields(self) -> dict[str, Any]:
-        """The log record's fields, in the style of a TFTP transfer's."""
-        out: dict[str, Any] = {
-            "client": _hostport(self.client),
-            "method": self.method,
-            "file": self.filename,
-            "status": self.status,
-            "bytes": self.bytes,
-            "duration": round(self.duration, 4),
-            "mbps": round(self.mb_per_s, 2),
-            "outcome": self.outcome.value,
-        }
-        if self.reason:
-            out["reason"] = self.reason
-        return out
-
-
 @dataclass
 class ServerStats:
     requests: int = 0
@@ -158,12 +107,6 @@ def _dual_stack_listener(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-@functools.lru_cache(maxsize=4096)  # per request, for the same few clients
-def _hostport(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _printable(text: str, limit: int = 256) -> str:
@@ -225,7 +168,7 @@ class HttpServer:
                 factory, host=cfg.address, port=cfg.port, reuse_address=True, backlog=1024
             )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("HTTP serving %s on %s", self._root, _hostport((cfg.address, self.port)))
+        log.info("HTTP serving %s on %s", self._root, hostport((cfg.address, self.port)))
 
     async def close(self, grace: float = STOP_GRACE) -> None:
         """Stop accepting; give answers in flight `grace` seconds; then reset what is left."""
@@ -427,7 +370,7 @@ class HttpServer:
             outcome, reason = Outcome.ABORTED, "connection lost"
         except OSError as exc:
             reason = f"read error: {exc.strerror or exc}"
-            log.warning("cannot read %s for %s: %s", self._name(request), _hostport(conn.client), reason)
+            log.warning("cannot read %s for %s: %s", self._name(request), hostport(conn.client), reason)
             self._refuse_late(conn, request)
         finally:
             os.close(fd)
@@ -455,7 +398,7 @@ class HttpServer:
             conn.abort()
         except OSError as exc:  # the head is out: the client sees a short body, and the reset
             reason = f"read error: {exc.strerror or exc}"
-            log.warning("cannot read %s for %s: %s", self._name(request), _hostport(conn.client), reason)
+            log.warning("cannot read %s for %s: %s", self._name(request), hostport(conn.client), reason)
             conn.abort()
         finally:
             os.close(fd)
@@ -502,7 +445,7 @@ class HttpServer:
         s.statuses[st.status] = s.statuses.get(st.status, 0) + 1
         level = logging.WARNING if outcome is Outcome.ERROR or outcome is Outcome.TIMEOUT else logging.INFO
         if log.isEnabledFor(level):
-            msg = f"{st.method} {st.filename} from {_hostport(st.client)}: {st.status}"
+            msg = st.message()
             if not emit_fast(log, level, msg, st):
                 log.log(level, "%s", msg, extra={"fields": st.fields()})
         if self.on_request is not None:
@@ -538,7 +481,7 @@ async def _serve(config: HttpConfig) -> int:
     try:
         await server.start()
     except OSError as exc:
-        log.error("cannot bind %s: %s", _hostport((config.address, config.port)), exc.strerror or exc)
+        log.error("cannot bind %s: %s", hostport((config.address, config.port)), exc.strerror or exc)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
