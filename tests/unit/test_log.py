@@ -299,3 +299,21 @@ def test_text_head_is_the_formatted_one(created: float, levelname: str) -> None:
     msecs = int((created - int(created)) * 1000)
     want = f"{_stamp(created)}.{msecs:03d} {levelname:<7} proxydhcp.x: hello"
     assert TextFormatter._head(created, levelname, "proxydhcp.x", "hello") == want
+
+
+def test_mapping_check_is_isinstance() -> None:
+    """The per-type memo of `isinstance(x, Mapping)` answers as the ABC does, first time and after."""
+    import collections
+    import types
+    from collections.abc import Mapping
+
+    from proxydhcp.log import _is_mapping
+
+    class Plain:
+        def fields(self) -> dict[str, object]:
+            return {}
+
+    samples: list[object] = [{}, collections.OrderedDict(), types.MappingProxyType({}), Plain(), [], ""]
+    for _ in range(2):
+        for sample in samples:
+            assert _is_mapping(sample) == isinstance(sample, Mapping)
