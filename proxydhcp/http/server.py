@@ -4,7 +4,8 @@ under the root with TFTP's confinement rule and answers with `plan.py`'s semanti
 
 Small files come from a shared in-memory cache (the TFTP package's FileCache): a name seen a moment
 ago (`ResolveCache`) whose bytes are cached is answered at once, head and body in one write, with no
-task, open or fstat; a file not yet cached is read in a task. Bigger files go out with sendfile(2) on
+task, open or fstat (the same plain request again within the same second: the very bytes sent
+before, one write); a file not yet cached is read in a task. Bigger files go out with sendfile(2) on
 a dup of the connection's socket (`zerocopy.py`), zero-copy under asyncio and uvloop alike. One
 structured log record and one `RequestStats` per request, its text rendered when the log handler
 writes (log.emit_fast).
@@ -47,16 +48,19 @@ log = logging.getLogger("proxydhcp.http")
 STOP_GRACE = 2.0
 ONE_WRITE = 64 * 1024  # a cached body up to this size is joined to its head (one write, one copy)
 HEADS_KEPT = 1024
+HEADS_BYTES = 4 * 1024 * 1024  # bytes of answers kept whole for their next asking (`_Answer`)
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
+class _Answer:
+    """A plain 200 answer to a small cached file, as sent: valid for the same file (`key`) within the
+    same wall-clock second (its Date)."""
+
     name: str
     key: tuple[int, int, int, int]
     second: int
-    head: bytes
-    status: Status
-    body: bool
+    wire: bytes  # head and body (a GET) or head alone (HEAD), ready for one write
+    sent: int  # bytes of body in `wire`
     shown: str  # the target as the log record shows it
 
 
@@ -135,10 +139,10 @@ class HttpServer:
         self._root = os.path.realpath(config.root)
         self._names = ResolveCache(self._root)
         self._memory_file = config.memory_file
-        # (target, keep-alive, HTTP/1.1, method) → the head last sent for a plain request (no Range or
-        # condition) of a cached file, valid for the same file within the same wall-clock second
-        # (its Date): name, file key, second, head, status, body or not, the name for the record.
-        self._heads: dict[tuple[bytes, bool, bool, str], _Head] = {}
+        # (target, keep-alive, HTTP/1.1, method) → the whole answer last sent for a plain request (no
+        # Range or condition) of a small cached file; bounded in number and bytes, cleared when full.
+        self._answers: dict[tuple[bytes, bool, bool, str], _Answer] = {}
+        self._answers_bytes = 0
         self._server: asyncio.Server | None = None
         self.port = config.port
         self.busy = 0  # answers in flight in a task
@@ -189,7 +193,7 @@ class HttpServer:
         """Answer `request` now, or return the coroutine that will (a file to read or sendfile)."""
         started = time.monotonic()
         if request.range is None and request.if_modified_since is None and request.if_range is None:
-            known = self._heads.get((request.target, request.keep_alive, request.http11, request.method))
+            known = self._answers.get((request.target, request.keep_alive, request.http11, request.method))
             if known is not None and self._answer_again(conn, request, known, started):
                 return None
         try:
@@ -255,9 +259,10 @@ class HttpServer:
             None if if_range is None else if_range.decode("latin-1"),
         )
 
-    def _answer_again(self, conn: HttpConnection, request: Request, known: _Head, started: float) -> bool:
-        """The head sent for this very request a moment ago, if it still holds: the name still leads
-        to the same cached file (ResolveCache re-walks it) and the Date is the same second."""
+    def _answer_again(self, conn: HttpConnection, request: Request, known: _Answer, started: float) -> bool:
+        """The answer sent for this very request a moment ago, if it still holds: the name still leads
+        to the same file (ResolveCache re-walks it: same device, inode, ctime; and the same mtime and
+        size as the bytes kept) and the Date is the same second. One write of bytes ready to go."""
         if known.second != int(time.time()):
             return False
         st = self._names.stat(known.name, started)
@@ -265,16 +270,8 @@ class HttpServer:
             return False
         transport = conn.transport
         assert transport is not None
-        if known.body:
-            data = self.cache.get(known.key)
-            if data is None:
-                return False
-            transport.write(known.head + data)
-            sent = len(data)
-        else:
-            transport.write(known.head)
-            sent = 0
-        self._record(conn, request, known.status, sent, started, Outcome.COMPLETED, "", known.shown)
+        transport.write(known.wire)
+        self._record(conn, request, Status.OK, known.sent, started, Outcome.COMPLETED, "", known.shown)
         return True
 
     def _write_memory(
@@ -290,9 +287,10 @@ class HttpServer:
         With `name` and `st` (a plain request for a cached file), the head is kept for the next time."""
         transport = conn.transport
         assert transport is not None
-        head = self._head(request, decided)
-        if st is not None and decided.status is Status.OK and len(head) + len(data or b"") <= ONE_WRITE:
-            self._remember_head(request, name, st, head, decided.body)
+        now = time.time()
+        head = self._head(request, decided, now)
+        if st is not None and decided.status is Status.OK:
+            self._remember(request, name, st, head, data if decided.body else None, now)
         if not decided.body or data is None:
             transport.write(head)
             return 0
@@ -308,19 +306,29 @@ class HttpServer:
             transport.write(body)
         return length
 
-    def _remember_head(
-        self, request: Request, name: str, st: os.stat_result, head: bytes, body: bool
+    def _remember(
+        self, request: Request, name: str, st: os.stat_result, head: bytes, body: Buffer | None, now: float
     ) -> None:
+        """Keep a plain 200 answer (`head`, and `body` for a GET: the whole file) for its next asking."""
         if request.range is not None or request.if_modified_since is not None or request.if_range is not None:
             return
-        if len(self._heads) >= HEADS_KEPT:  # targets come from clients: bounded, cleared when full
-            self._heads.clear()
-        self._heads[(request.target, request.keep_alive, request.http11, request.method)] = _Head(
-            name, file_key(st), int(time.time()), head, Status.OK, body, self._name(request)
-        )
+        if len(head) + (0 if body is None else len(body)) > ONE_WRITE:
+            return
+        wire = head if body is None else head + body
+        answers = self._answers
+        # Targets come from clients: bounded in number and bytes, cleared when full.
+        if len(answers) >= HEADS_KEPT or self._answers_bytes + len(wire) > HEADS_BYTES:
+            answers.clear()
+            self._answers_bytes = 0
+        key = (request.target, request.keep_alive, request.http11, request.method)
+        old = answers.get(key)
+        if old is not None:
+            self._answers_bytes -= len(old.wire)
+        answers[key] = _Answer(name, file_key(st), int(now), wire, len(wire) - len(head), self._name(request))
+        self._answers_bytes += len(wire)
 
     @staticmethod
-    def _head(request: Request, decided: Plan) -> bytes:
+    def _head(request: Request, decided: Plan, now: float | None = None) -> bytes:
         status = decided.status
         if status is Status.OK or status is Status.PARTIAL:  # HEAD: the length a GET would send
             length: int | None = decided.length
@@ -329,7 +337,7 @@ class HttpServer:
             length = None if status is Status.NOT_MODIFIED else 0
             content_type = None
         return wire.head(
-            status, http_date(time.time()), decided.headers, length, content_type,
+            status, http_date(time.time() if now is None else now), decided.headers, length, content_type,
             request.keep_alive, request.http11,
         )  # fmt: skip
 
