@@ -203,3 +203,25 @@ def test_answers_kept_are_bounded_in_bytes(tmp_path: Path) -> None:
     finally:
         server_module.HEADS_BYTES = limit
     assert 0 < most <= 200_000 and counted <= 200_000
+
+
+def test_http_metrics_kept_children_count_as_labels_would() -> None:
+    """The request counter's children kept per (method, status, outcome): counts as a labels() call
+    per request would, several raw keys onto one label set, past the bound too."""
+    from prometheus_client import CollectorRegistry
+
+    from proxydhcp.httpboot import HttpMetrics
+
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry, lambda: 0)
+    for i in range(600):  # client-chosen methods: more than the children kept
+        metrics.observe(RequestStats(("10.0.0.9", 1), f"X{i % 300}", "/a", 405, 0, 0.01, Outcome.REFUSED))
+        metrics.observe(RequestStats(("10.0.0.9", 1), "GET", "/a", 200, 10, 0.01, Outcome.COMPLETED))
+    assert len(metrics._children) <= 256
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("proxydhcp_http_requests_total", method="other", status="405", outcome="refused") == 600
+    assert value("proxydhcp_http_requests_total", method="GET", status="200", outcome="completed") == 600
+    assert value("proxydhcp_http_sent_bytes_total") == 6000
