@@ -4,13 +4,17 @@ worker, sendfile on), on loopback, in one run (issue 15).
     python3 -m bench.http            # the full comparison, 3 rounds, bench/results/http-<date>.md
     python3 -m bench.http --smoke    # seconds: small sizes, correctness only
     python3 -m bench.run [--smoke]   # runs this too, after the TFTP and proxy workloads
+    python3 -m bench.http --baseline ../main   # adds proxydhcp@base: the server from another source tree
 
 Workloads: one 1 GiB download; 64 concurrent 64 MiB downloads; 2,000 requests for 4 KiB files at 32
 concurrent clients (curl --parallel, keep-alive); and the server's memory with 1,000 open keep-alive
 connections. Every transfer's status and size is checked (curl -w); the small files are compared
 byte for byte in the smoke run. Servers alternate within a round (the order rotates); each run gets a
 fresh server. Server CPU is the whole session's utime+stime (nginx master + worker, proxydhcp with
-its threads); CPU per GB is that over the bytes served. Both servers log every request to a file.
+its threads); CPU per GB is that over the bytes served, CPU per request that over the requests.
+Every server logs every request to a file. `--baseline DIR` runs a third server, proxydhcp from the
+source tree DIR (an older checkout, `git archive main | tar -x -C DIR`) with this interpreter, in the
+same rounds, so that a change is measured against its base on the same machine at the same time.
 Benchmarks are not tests: nothing here asserts a speed.
 """
 
@@ -78,6 +82,11 @@ class Run:
     def cpu_per_gb(self) -> float:
         return self.cpu_s / (self.bytes / 1e9) if self.bytes else 0.0
 
+    @property
+    def cpu_per_request(self) -> float:
+        """µs of server CPU per complete download."""
+        return self.cpu_s / self.ok * 1e6 if self.ok else 0.0
+
 
 def make_root(root: Path, wls: list[HttpWorkload]) -> None:
     root.mkdir(parents=True, exist_ok=True)
@@ -111,16 +120,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BASE = "proxydhcp@base"
+
+
 class Server:
-    def __init__(self, name: str, root: Path, work: Path) -> None:
+    def __init__(self, name: str, root: Path, work: Path, source: Path | None = None) -> None:
         self.name = name
         self.root = root
         self.work = work
+        self.source = source or BENCH.parent  # the source tree a proxydhcp server runs from
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
-        if self.name == "proxydhcp":
+        if self.name.startswith("proxydhcp"):
             return [sys.executable, "-m", "proxydhcp", "http", "--root", str(self.root), "--address",
                     "127.0.0.1", "--port", str(self.port), "--max-connections", "4096"]  # fmt: skip
         conf = self.work / "nginx.conf"
@@ -149,11 +162,11 @@ http {{
 
     def __enter__(self) -> Server:
         log = (self.work / f"{self.name}.log").open("ab")
-        repo = BENCH.parent
-        env = {**os.environ, "PYTHONPATH": str(repo)}
+        env = {**os.environ, "PYTHONPATH": str(self.source)}
         self.proc = subprocess.Popen(
-            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cwd=self.source,
+        )  # fmt: skip
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
@@ -293,21 +306,21 @@ def workdir(path: Path | None) -> Iterator[Path]:
 
 
 def bench(
-    smoke: bool, rounds: int, work: Path, root: Path
+    smoke: bool, rounds: int, work: Path, root: Path, baseline: Path | None = None
 ) -> tuple[dict[str, dict[str, list[Run]]], dict[str, tuple[int, int]], list[HttpWorkload]]:
     wls = workloads(smoke)
     make_root(root, wls)
     warm(root)
-    names = ["proxydhcp", "nginx"]
+    names = ["proxydhcp", "nginx"] + ([BASE] if baseline is not None else [])
     res: dict[str, dict[str, list[Run]]] = {w.key: {n: [] for n in names} for w in wls}
     for r in range(rounds):
-        order = names[r % 2 :] + names[: r % 2]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for w in wls:
             for name in order:
                 sdir = work / f"{name}-r{r}-{w.key}"
                 sdir.mkdir(parents=True, exist_ok=True)
                 try:
-                    with Server(name, root, sdir) as server:
+                    with Server(name, root, sdir, baseline if name == BASE else None) as server:
                         if w.small and AB is not None and not smoke:
                             one = run_ab(server, w)
                         else:
@@ -318,8 +331,9 @@ def bench(
                 status = "ok" if not one.errors else "FAIL " + "; ".join(one.errors[:2])
                 unit = "req/s" if w.small else "MB/s"
                 print(
-                    f"round {r + 1} {w.key:10} {name:9} {one.rate:9.1f} {unit:5} {one.ok}/{one.total} "
-                    f"cpu {one.cpu_s:6.2f} s ({one.cpu_per_gb:5.2f} s/GB)  {status}",
+                    f"round {r + 1} {w.key:10} {name:14} {one.rate:9.1f} {unit:5} {one.ok}/{one.total} "
+                    f"cpu {one.cpu_s:6.2f} s ({one.cpu_per_gb:5.2f} s/GB, {one.cpu_per_request:7.1f} us/req)"
+                    f"  {status}",
                     flush=True,
                 )
     conns = 100 if smoke else 1000
@@ -327,7 +341,7 @@ def bench(
     for name in names:
         sdir = work / f"{name}-idle"
         sdir.mkdir(parents=True, exist_ok=True)
-        with Server(name, root, sdir) as server:
+        with Server(name, root, sdir, baseline if name == BASE else None) as server:
             memory[name] = idle_memory(server, conns)
         print(f"memory {name}: {memory[name][0] / 1024:.1f} MiB, with {conns} connections "
               f"{memory[name][1] / 1024:.1f} MiB", flush=True)  # fmt: skip
@@ -342,22 +356,26 @@ def report(res: dict[str, dict[str, list[Run]]], memory: dict[str, tuple[int, in
         "",
         f"Loopback, {rounds} round(s), medians; nginx {_nginx_version()} one worker, sendfile on; "
         f"clients: curl --parallel for downloads, {'curl' if smoke or AB is None else 'ab -k'} for small "
-        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes.",
+        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes; CPU per request (small "
+        "files): server user+system µs per complete download; ratio: of the medians (per round in brackets).",
         "",
-        "| workload | proxydhcp | nginx | ratio | CPU s/GB proxydhcp | CPU s/GB nginx | complete |",
+        "| workload | server | rate | ratio to nginx | CPU s/GB | CPU µs/request | complete |",
         "|---|---|---|---|---|---|---|",
     ]
     for w in wls:
-        p, n = res[w.key]["proxydhcp"], res[w.key]["nginx"]
         unit = "req/s" if w.small else "MB/s"
-        prate, nrate = _med([x.rate for x in p]), _med([x.rate for x in n])
-        ratio = prate / nrate if nrate else 0.0
-        complete = all(not x.errors for x in p + n)
-        lines.append(
-            f"| {w.title} | {prate:.0f} {unit} | {nrate:.0f} {unit} | {ratio:.2f}x | "
-            f"{_med([x.cpu_per_gb for x in p]):.2f} | {_med([x.cpu_per_gb for x in n]):.2f} | "
-            f"{'yes' if complete else 'NO'} |"
-        )
+        nrate = _med([x.rate for x in res[w.key]["nginx"]])
+        for name, runs in res[w.key].items():
+            rate = _med([x.rate for x in runs])
+            pairs = zip(runs, res[w.key]["nginx"], strict=True)
+            per_round = ", ".join(f"{x.rate / n.rate:.2f}" for x, n in pairs if n.rate)
+            ratio = f"{rate / nrate:.2f}x" + (f" ({per_round})" if len(runs) > 1 else "") if nrate else "-"
+            per_request = f"{_med([x.cpu_per_request for x in runs]):.1f}" if w.small else "-"
+            lines.append(
+                f"| {w.title} | {name} | {rate:.0f} {unit} | {'1' if name == 'nginx' else ratio} | "
+                f"{_med([x.cpu_per_gb for x in runs]):.2f} | {per_request} | "
+                f"{'yes' if all(not x.errors for x in runs) else 'NO'} |"
+            )
     lines += [
         "",
         "| memory (RSS) | idle | with open keep-alive connections | per connection |",
@@ -388,14 +406,18 @@ def broken(res: dict[str, dict[str, list[Run]]]) -> list[str]:
 
 
 def run(
-    smoke: bool, rounds: int | None = None, out: Path | None = None, work: Path | None = None
+    smoke: bool,
+    rounds: int | None = None,
+    out: Path | None = None,
+    work: Path | None = None,
+    baseline: Path | None = None,
 ) -> tuple[str, bool]:
     """The whole HTTP bench: (markdown, every transfer complete and correct)."""
     if not Path(NGINX).exists():
         return "## HTTP: nginx is not installed (Debian nginx-light): skipped\n", True
     with workdir(work) as w:
         root = w / "root"
-        res, memory, wls = bench(smoke, rounds or (1 if smoke else 3), w, root)
+        res, memory, wls = bench(smoke, rounds or (1 if smoke else 3), w, root, baseline)
     md = report(res, memory, wls, smoke, rounds or (1 if smoke else 3))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -411,10 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="seconds: small sizes, correctness only")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--work", type=Path, default=None, help="keep files and logs here (default: a temp dir)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="also run proxydhcp from this source tree (proxydhcp@base)")  # fmt: skip
     args = ap.parse_args(argv)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     out = None if args.smoke else BENCH / "results" / f"http-{stamp}.md"
-    md, ok = run(args.smoke, args.rounds, out, args.work)
+    md, ok = run(args.smoke, args.rounds, out, args.work, args.baseline)
     print(md)
     if out is not None:
         print(f"bench.http: written {out}")

@@ -82,6 +82,7 @@ class HttpMetrics:
             registry=registry,
         )
         self._bytes = Counter("proxydhcp_http_sent_bytes", "File bytes sent over HTTP.", registry=registry)
+        self._children: dict[tuple[str, int, Any], Any] = {}  # (method, status, outcome) → child
         self._duration = Histogram(
             "proxydhcp_http_request_duration_seconds",
             "Time from a request's head to its last byte handed to the kernel.",
@@ -93,12 +94,25 @@ class HttpMetrics:
         )
 
     def observe(self, st: RequestStats) -> None:
-        method = st.method if st.method in HTTP_METHODS else "other"
-        status = str(st.status) if str(st.status) in HTTP_STATUSES else "other"
-        outcome = st.outcome.value if st.outcome.value in HTTP_OUTCOMES else "other"
-        self._requests.labels(method=method, status=status, outcome=outcome).inc()
+        key = (st.method, st.status, st.outcome)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._child(*key)
+        counter.inc()
         self._bytes.inc(max(st.bytes, 0))
         self._duration.observe(max(st.duration, 0.0))
+
+    def _child(self, method: str, status: int, outcome: Any) -> Any:
+        """The request counter's child for these labels, kept: labels() validates and locks, a
+        per-request cost. Keyed by what the client chose (its method): bounded, cleared when full."""
+        if len(self._children) >= 256:
+            self._children.clear()
+        counter = self._children[(method, status, outcome)] = self._requests.labels(
+            method=method if method in HTTP_METHODS else "other",
+            status=str(status) if str(status) in HTTP_STATUSES else "other",
+            outcome=outcome.value if outcome.value in HTTP_OUTCOMES else "other",
+        )
+        return counter
 
 
 class HttpStartError(Exception):

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeGuard, cast
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _LEVEL_NAMES = {
@@ -62,6 +62,23 @@ def text_pairs(fields: Mapping[str, Any]) -> str:
 _stamp_cache: list[Any] = [-1, ""]  # [whole second, "HH:MM:SS"]: strftime once a second, not per line
 
 
+_MSECS = tuple(f".{n:03d} " for n in range(1000))  # a line's ".mmm " after its HH:MM:SS
+_PADDED = {name: f"{name:<7} " for name in _LEVEL_NAMES.values()}
+
+
+_MAPPING_TYPES: dict[type, bool] = {}  # type → isinstance(x, Mapping): an ABC check costs 2k instructions
+
+
+def _is_mapping(source: object) -> TypeGuard[Mapping[str, Any]]:
+    kind = type(source)
+    known = _MAPPING_TYPES.get(kind)
+    if known is None:
+        if len(_MAPPING_TYPES) >= 64:
+            _MAPPING_TYPES.clear()
+        known = _MAPPING_TYPES[kind] = isinstance(source, Mapping)
+    return known
+
+
 def _stamp(created: float) -> str:
     second = int(created)
     if _stamp_cache[0] != second:
@@ -82,17 +99,22 @@ class TextFormatter(logging.Formatter):
     @staticmethod
     def _head(created: float, levelname: str, name: str, msg: str) -> str:
         msecs = int((created - int(created)) * 1000)
-        return f"{_stamp(created)}.{msecs:03d} {levelname:<7} {name}: {msg}"
+        # Looked up, not formatted: a format spec costs as much as the rest of the line's head.
+        stamp = f"{_stamp(created)}{_MSECS[msecs] if 0 <= msecs < 1000 else f'.{msecs:03d} '}"
+        return f"{stamp}{_PADDED.get(levelname) or f'{levelname:<7} '}{name}: {msg}"
 
     @classmethod
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
         """What `format` writes for such a record (no traceback), from its parts."""
         line = cls._head(created, levelname, name, msg)
-        if isinstance(source, Mapping):
+        if _is_mapping(source):
             pairs = text_pairs(source)
         else:
             text_fields = getattr(source, "text_fields", None)
-            pairs = text_fields() if text_fields is not None else text_pairs(source.fields())
+            if text_fields is not None:
+                pairs = text_fields()
+            else:
+                pairs = text_pairs(cast(StructuredFields, source).fields())
         return f"{line} {pairs}" if pairs else line
 
 
@@ -124,7 +146,7 @@ class JsonFormatter(logging.Formatter):
 
     @classmethod
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
-        fields = source if isinstance(source, Mapping) else source.fields()
+        fields = source if _is_mapping(source) else cast(StructuredFields, source).fields()
         return _json.encode(cls._data(created, levelname, name, msg, fields))
 
 
@@ -222,13 +244,13 @@ def emit_fast(logger: logging.Logger, level: int, msg: str, source: Fields) -> b
     if type(formatter) is not TextFormatter and type(formatter) is not JsonFormatter:
         return False
     created, levelname = time.time(), _LEVEL_NAMES.get(level) or logging.getLevelName(level)
-    if isinstance(source, Mapping):  # a caller's dict may change once we return: format it now
+    if _is_mapping(source):  # a caller's dict may change once we return: format it now
         try:
             line: str | _Deferred = formatter.fast_line(created, levelname, logger.name, msg, source)
         except Exception:
             return False
     else:
-        line = (formatter.fast_line, created, levelname, logger.name, msg, source)
+        line = (formatter.fast_line, created, levelname, logger.name, msg, cast(StructuredFields, source))
     handler.acquire()
     try:
         handler.add_line(line)

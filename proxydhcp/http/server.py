@@ -4,7 +4,8 @@ under the root with TFTP's confinement rule and answers with `plan.py`'s semanti
 
 Small files come from a shared in-memory cache (the TFTP package's FileCache): a name seen a moment
 ago (`ResolveCache`) whose bytes are cached is answered at once, head and body in one write, with no
-task, open or fstat; a file not yet cached is read in a task. Bigger files go out with sendfile(2) on
+task, open or fstat (the same plain request again within the same second: the very bytes sent
+before, one write); a file not yet cached is read in a task. Bigger files go out with sendfile(2) on
 a dup of the connection's socket (`zerocopy.py`), zero-copy under asyncio and uvloop alike. One
 structured log record and one `RequestStats` per request, its text rendered when the log handler
 writes (log.emit_fast).
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import functools
 import logging
 import os
 import signal
@@ -39,7 +38,8 @@ from proxydhcp.http.plan import (
     plan,
     target_name,
 )
-from proxydhcp.log import emit_fast, text_value
+from proxydhcp.http.record import Outcome, RequestStats, hostport
+from proxydhcp.log import emit_fast
 from proxydhcp.tftp.files import Buffer, FileCache, ResolveCache, file_key, open_regular, resolve
 from proxydhcp.tftp.packet import ErrorCode, TftpError
 
@@ -48,16 +48,19 @@ log = logging.getLogger("proxydhcp.http")
 STOP_GRACE = 2.0
 ONE_WRITE = 64 * 1024  # a cached body up to this size is joined to its head (one write, one copy)
 HEADS_KEPT = 1024
+HEADS_BYTES = 4 * 1024 * 1024  # bytes of answers kept whole for their next asking (`_Answer`)
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
+class _Answer:
+    """A plain 200 answer to a small cached file, as sent: valid for the same file (`key`) within the
+    same wall-clock second (its Date)."""
+
     name: str
     key: tuple[int, int, int, int]
     second: int
-    head: bytes
-    status: Status
-    body: bool
+    wire: bytes  # head and body (a GET) or head alone (HEAD), ready for one write
+    sent: int  # bytes of body in `wire`
     shown: str  # the target as the log record shows it
 
 
@@ -80,56 +83,6 @@ class HttpConfig:
     memory_file: int = 1024 * 1024
     """Files up to this size are served from the shared in-memory cache, bigger ones with sendfile."""
     cache_bytes: int = 64 * 1024 * 1024
-
-
-class Outcome(enum.Enum):
-    COMPLETED = "completed"  # the whole answer was handed to the kernel (2xx, 304, HEAD)
-    REFUSED = "refused"  # an error status was sent instead of a file (4xx)
-    ABORTED = "aborted"  # the client went away mid-answer
-    TIMEOUT = "timeout"  # the send watchdog reset a client that stopped reading
-    ERROR = "error"  # a failure on our side (500)
-
-
-@dataclass(slots=True)  # not frozen: one per request, and a frozen init costs a setattr call per field
-class RequestStats:
-    client: tuple[str, int]
-    method: str
-    filename: str
-    status: int
-    bytes: int
-    duration: float
-    outcome: Outcome
-    reason: str = ""
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / self.duration / 1e6 if self.duration > 0 else 0.0
-
-    def text_fields(self) -> str:
-        """`log.text_pairs(self.fields())` in one f-string (log.StructuredFields)."""
-        reason = f" reason={text_value(self.reason)}" if self.reason else ""
-        return (
-            f"client={_hostport(self.client)} method={text_value(self.method)} "
-            f"file={text_value(self.filename)} status={self.status} bytes={self.bytes} "
-            f"duration={round(self.duration, 4)} "
-            f"mbps={round(self.mb_per_s, 2)} outcome={self.outcome.value}{reason}"
-        )
-
-    def fields(self) -> dict[str, Any]:
-        """The log record's fields, in the style of a TFTP transfer's."""
-        out: dict[str, Any] = {
-            "client": _hostport(self.client),
-            "method": self.method,
-            "file": self.filename,
-            "status": self.status,
-            "bytes": self.bytes,
-            "duration": round(self.duration, 4),
-            "mbps": round(self.mb_per_s, 2),
-            "outcome": self.outcome.value,
-        }
-        if self.reason:
-            out["reason"] = self.reason
-        return out
 
 
 @dataclass
@@ -160,12 +113,6 @@ def _dual_stack_listener(port: int) -> socket.socket:
     return sock
 
 
-@functools.lru_cache(maxsize=4096)  # per request, for the same few clients
-def _hostport(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _printable(text: str, limit: int = 256) -> str:
     text = text[:limit]
     return text if text.isprintable() else repr(text)[1:-1]
@@ -192,10 +139,10 @@ class HttpServer:
         self._root = os.path.realpath(config.root)
         self._names = ResolveCache(self._root)
         self._memory_file = config.memory_file
-        # (target, keep-alive, HTTP/1.1, method) → the head last sent for a plain request (no Range or
-        # condition) of a cached file, valid for the same file within the same wall-clock second
-        # (its Date): name, file key, second, head, status, body or not, the name for the record.
-        self._heads: dict[tuple[bytes, bool, bool, str], _Head] = {}
+        # (target, keep-alive, HTTP/1.1, method) → the whole answer last sent for a plain request (no
+        # Range or condition) of a small cached file; bounded in number and bytes, cleared when full.
+        self._answers: dict[tuple[bytes, bool, bool, str], _Answer] = {}
+        self._answers_bytes = 0
         self._server: asyncio.Server | None = None
         self.port = config.port
         self.busy = 0  # answers in flight in a task
@@ -225,7 +172,7 @@ class HttpServer:
                 factory, host=cfg.address, port=cfg.port, reuse_address=True, backlog=1024
             )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("HTTP serving %s on %s", self._root, _hostport((cfg.address, self.port)))
+        log.info("HTTP serving %s on %s", self._root, hostport((cfg.address, self.port)))
 
     async def close(self, grace: float = STOP_GRACE) -> None:
         """Stop accepting; give answers in flight `grace` seconds; then reset what is left."""
@@ -246,7 +193,7 @@ class HttpServer:
         """Answer `request` now, or return the coroutine that will (a file to read or sendfile)."""
         started = time.monotonic()
         if request.range is None and request.if_modified_since is None and request.if_range is None:
-            known = self._heads.get((request.target, request.keep_alive, request.http11, request.method))
+            known = self._answers.get((request.target, request.keep_alive, request.http11, request.method))
             if known is not None and self._answer_again(conn, request, known, started):
                 return None
         try:
@@ -312,9 +259,10 @@ class HttpServer:
             None if if_range is None else if_range.decode("latin-1"),
         )
 
-    def _answer_again(self, conn: HttpConnection, request: Request, known: _Head, started: float) -> bool:
-        """The head sent for this very request a moment ago, if it still holds: the name still leads
-        to the same cached file (ResolveCache re-walks it) and the Date is the same second."""
+    def _answer_again(self, conn: HttpConnection, request: Request, known: _Answer, started: float) -> bool:
+        """The answer sent for this very request a moment ago, if it still holds: the name still leads
+        to the same file (ResolveCache re-walks it: same device, inode, ctime; and the same mtime and
+        size as the bytes kept) and the Date is the same second. One write of bytes ready to go."""
         if known.second != int(time.time()):
             return False
         st = self._names.stat(known.name, started)
@@ -322,16 +270,8 @@ class HttpServer:
             return False
         transport = conn.transport
         assert transport is not None
-        if known.body:
-            data = self.cache.get(known.key)
-            if data is None:
-                return False
-            transport.write(known.head + data)
-            sent = len(data)
-        else:
-            transport.write(known.head)
-            sent = 0
-        self._record(conn, request, known.status, sent, started, Outcome.COMPLETED, "", known.shown)
+        transport.write(known.wire)
+        self._record(conn, request, Status.OK, known.sent, started, Outcome.COMPLETED, "", known.shown)
         return True
 
     def _write_memory(
@@ -347,9 +287,10 @@ class HttpServer:
         With `name` and `st` (a plain request for a cached file), the head is kept for the next time."""
         transport = conn.transport
         assert transport is not None
-        head = self._head(request, decided)
-        if st is not None and decided.status is Status.OK and len(head) + len(data or b"") <= ONE_WRITE:
-            self._remember_head(request, name, st, head, decided.body)
+        now = time.time()
+        head = self._head(request, decided, now)
+        if st is not None and decided.status is Status.OK:
+            self._remember(request, name, st, head, data if decided.body else None, now)
         if not decided.body or data is None:
             transport.write(head)
             return 0
@@ -365,19 +306,29 @@ class HttpServer:
             transport.write(body)
         return length
 
-    def _remember_head(
-        self, request: Request, name: str, st: os.stat_result, head: bytes, body: bool
+    def _remember(
+        self, request: Request, name: str, st: os.stat_result, head: bytes, body: Buffer | None, now: float
     ) -> None:
+        """Keep a plain 200 answer (`head`, and `body` for a GET: the whole file) for its next asking."""
         if request.range is not None or request.if_modified_since is not None or request.if_range is not None:
             return
-        if len(self._heads) >= HEADS_KEPT:  # targets come from clients: bounded, cleared when full
-            self._heads.clear()
-        self._heads[(request.target, request.keep_alive, request.http11, request.method)] = _Head(
-            name, file_key(st), int(time.time()), head, Status.OK, body, self._name(request)
-        )
+        if len(head) + (0 if body is None else len(body)) > ONE_WRITE:
+            return
+        wire = head if body is None else head + body
+        answers = self._answers
+        # Targets come from clients: bounded in number and bytes, cleared when full.
+        if len(answers) >= HEADS_KEPT or self._answers_bytes + len(wire) > HEADS_BYTES:
+            answers.clear()
+            self._answers_bytes = 0
+        key = (request.target, request.keep_alive, request.http11, request.method)
+        old = answers.get(key)
+        if old is not None:
+            self._answers_bytes -= len(old.wire)
+        answers[key] = _Answer(name, file_key(st), int(now), wire, len(wire) - len(head), self._name(request))
+        self._answers_bytes += len(wire)
 
     @staticmethod
-    def _head(request: Request, decided: Plan) -> bytes:
+    def _head(request: Request, decided: Plan, now: float | None = None) -> bytes:
         status = decided.status
         if status is Status.OK or status is Status.PARTIAL:  # HEAD: the length a GET would send
             length: int | None = decided.length
@@ -386,7 +337,7 @@ class HttpServer:
             length = None if status is Status.NOT_MODIFIED else 0
             content_type = None
         return wire.head(
-            status, http_date(time.time()), decided.headers, length, content_type,
+            status, http_date(time.time() if now is None else now), decided.headers, length, content_type,
             request.keep_alive, request.http11,
         )  # fmt: skip
 
@@ -427,7 +378,7 @@ class HttpServer:
             outcome, reason = Outcome.ABORTED, "connection lost"
         except OSError as exc:
             reason = f"read error: {exc.strerror or exc}"
-            log.warning("cannot read %s for %s: %s", self._name(request), _hostport(conn.client), reason)
+            log.warning("cannot read %s for %s: %s", self._name(request), hostport(conn.client), reason)
             self._refuse_late(conn, request)
         finally:
             os.close(fd)
@@ -455,7 +406,7 @@ class HttpServer:
             conn.abort()
         except OSError as exc:  # the head is out: the client sees a short body, and the reset
             reason = f"read error: {exc.strerror or exc}"
-            log.warning("cannot read %s for %s: %s", self._name(request), _hostport(conn.client), reason)
+            log.warning("cannot read %s for %s: %s", self._name(request), hostport(conn.client), reason)
             conn.abort()
         finally:
             os.close(fd)
@@ -502,7 +453,7 @@ class HttpServer:
         s.statuses[st.status] = s.statuses.get(st.status, 0) + 1
         level = logging.WARNING if outcome is Outcome.ERROR or outcome is Outcome.TIMEOUT else logging.INFO
         if log.isEnabledFor(level):
-            msg = f"{st.method} {st.filename} from {_hostport(st.client)}: {st.status}"
+            msg = st.message()
             if not emit_fast(log, level, msg, st):
                 log.log(level, "%s", msg, extra={"fields": st.fields()})
         if self.on_request is not None:
@@ -538,7 +489,7 @@ async def _serve(config: HttpConfig) -> int:
     try:
         await server.start()
     except OSError as exc:
-        log.error("cannot bind %s: %s", _hostport((config.address, config.port)), exc.strerror or exc)
+        log.error("cannot bind %s: %s", hostport((config.address, config.port)), exc.strerror or exc)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -114,3 +114,114 @@ def test_serve_listens_dual_stack_when_an_ipv6_prefix_is_enabled(tmp_path: Path)
     assert http_config(pinned, tmp_path).address == "10.0.0.5"
     assert boot_url(both, IPv6Address("2001:db8:1::1"), "/a b.efi") == "http://[2001:db8:1::1]:8080/a%20b.efi"
     assert boot_url(both, IPv4Address("10.0.0.1"), "x.efi") == "http://10.0.0.1:8080/x.efi"
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
+    """One keep-alive exchange: the answer's head and body (Content-Length, or none for HEAD)."""
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:") and not request.startswith(b"HEAD"):
+            length = int(line.split(b":", 1)[1])
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_an_answer_kept_whole_is_the_answer_the_plain_path_sends(tmp_path: Path, method: bytes) -> None:
+    """The same plain request again within a second gets the kept bytes (`_Answer`, one write): byte
+    for byte what the plain path sent; a file replaced under the same name is answered anew."""
+    (tmp_path / "a.bin").write_bytes(b"first" * 100)
+    request = method + b" /a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def exchange() -> tuple[list[tuple[bytes, bytes]], bytes, int, int]:
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0))
+        answer_again = server._answer_again
+
+        def counted(*args: Any) -> bool:
+            fast.append(answer_again(*args))
+            return fast[-1]
+
+        server._answer_again = counted  # type: ignore[method-assign,assignment]
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await _ask(reader, writer, b"GET /a.bin HTTP/1.1\r\nHost: x\r\n\r\n")  # into the cache
+            pairs = []
+            for _ in range(20):  # the two answers in one second (their Date), the second from memory
+                server._answers.clear()
+                plain = await _ask(reader, writer, request)  # from the cache: plain path, kept
+                kept_before = len(server._answers)
+                again = await _ask(reader, writer, request)
+                pairs.append((plain, again))
+                if plain == again:
+                    break
+            (tmp_path / "new.bin").write_bytes(b"second, longer" * 100)
+            os.replace(tmp_path / "new.bin", tmp_path / "a.bin")
+            replaced = await _ask(reader, writer, request)
+            writer.close()
+            return pairs, replaced, kept_before, server.stats.requests
+        finally:
+            await server.close()
+
+    fast: list[bool] = []
+    pairs, replaced, kept, requests = asyncio.run(exchange())
+    plain, again = pairs[-1]
+    assert kept == 1 and plain == again and plain.startswith(b"HTTP/1.1 200")
+    assert fast[len(pairs) - 1] is True  # `again` came from the kept bytes
+    assert (b"first" * 100 in plain) == (method == b"GET")
+    assert b"Content-Length: 1400" in replaced and (b"second, longer" * 100 in replaced) == (method == b"GET")
+    assert requests == 1 + 2 * len(pairs) + 1
+
+
+def test_answers_kept_are_bounded_in_bytes(tmp_path: Path) -> None:
+    from proxydhcp.http import server as server_module
+
+    for i in range(8):
+        (tmp_path / f"f{i}.bin").write_bytes(bytes([i]) * 60_000)
+
+    async def fetch_all() -> tuple[int, int]:
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0))
+        await server.start()
+        most = 0
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for i in range(8):
+                for _ in range(2):
+                    answer = await _ask(reader, writer, b"GET /f%d.bin HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                    assert answer.endswith(bytes([i]) * 60_000)
+                most = max(most, server._answers_bytes)
+            writer.close()
+            return most, sum(len(a.wire) for a in server._answers.values())
+        finally:
+            await server.close()
+
+    limit = server_module.HEADS_BYTES
+    server_module.HEADS_BYTES = 200_000
+    try:
+        most, counted = asyncio.run(fetch_all())
+    finally:
+        server_module.HEADS_BYTES = limit
+    assert 0 < most <= 200_000 and counted <= 200_000
+
+
+def test_http_metrics_kept_children_count_as_labels_would() -> None:
+    """The request counter's children kept per (method, status, outcome): counts as a labels() call
+    per request would, several raw keys onto one label set, past the bound too."""
+    from prometheus_client import CollectorRegistry
+
+    from proxydhcp.httpboot import HttpMetrics
+
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry, lambda: 0)
+    for i in range(600):  # client-chosen methods: more than the children kept
+        metrics.observe(RequestStats(("10.0.0.9", 1), f"X{i % 300}", "/a", 405, 0, 0.01, Outcome.REFUSED))
+        metrics.observe(RequestStats(("10.0.0.9", 1), "GET", "/a", 200, 10, 0.01, Outcome.COMPLETED))
+    assert len(metrics._children) <= 256
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("proxydhcp_http_requests_total", method="other", status="405", outcome="refused") == 600
+    assert value("proxydhcp_http_requests_total", method="GET", status="200", outcome="completed") == 600
+    assert value("proxydhcp_http_sent_bytes_total") == 6000

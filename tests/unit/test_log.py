@@ -286,3 +286,34 @@ def test_text_value_quotes_unprintable_values() -> None:
     forged = text_value("x\n12:00:00.000 WARNING proxydhcp: forged")
     assert "\n" not in forged and forged.startswith('"')
     assert "\x1b" not in text_value("a\x1b[31mred")
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 0.0005, 0.9999, 1.5, 1733580000.123456, 1733580000.9995, -1.25, 59.999999]
+)
+@pytest.mark.parametrize("levelname", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "Level 5"])
+def test_text_head_is_the_formatted_one(created: float, levelname: str) -> None:
+    """The head's looked-up millisecond and level texts are what the format specs gave."""
+    from proxydhcp.log import _stamp
+
+    msecs = int((created - int(created)) * 1000)
+    want = f"{_stamp(created)}.{msecs:03d} {levelname:<7} proxydhcp.x: hello"
+    assert TextFormatter._head(created, levelname, "proxydhcp.x", "hello") == want
+
+
+def test_mapping_check_is_isinstance() -> None:
+    """The per-type memo of `isinstance(x, Mapping)` answers as the ABC does, first time and after."""
+    import collections
+    import types
+    from collections.abc import Mapping
+
+    from proxydhcp.log import _is_mapping
+
+    class Plain:
+        def fields(self) -> dict[str, object]:
+            return {}
+
+    samples: list[object] = [{}, collections.OrderedDict(), types.MappingProxyType({}), Plain(), [], ""]
+    for _ in range(2):
+        for sample in samples:
+            assert _is_mapping(sample) == isinstance(sample, Mapping)
