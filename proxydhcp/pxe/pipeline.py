@@ -18,8 +18,8 @@ from proxydhcp.dhcp.codes import MessageType
 from proxydhcp.dhcp.delivery import Destination, dotted, network_text, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.events import DecisionRecord
-from proxydhcp.outcome import Ignore, Outcome, Reason, Stage
+from proxydhcp.events import DecisionRecord, answer_record
+from proxydhcp.outcome import Ignore, Reason, Stage
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo, classify
 from proxydhcp.pxe.policy import BootDecision, Receiver, decide
 from proxydhcp.pxe.reply import build_reply
@@ -110,9 +110,7 @@ def record(result: Answered | Ignored, *, port: int, iface: str, source: str) ->
     """The decision record of one datagram's result (`source` is its "ip:port")."""
     if isinstance(result, Answered):
         client, decision = result.client, result.decision
-        return DecisionRecord(
-            outcome=Outcome.ANSWER,
-            stage=Stage.SEND,
+        return answer_record(
             port=port,
             iface=iface,
             source=source,
