@@ -131,7 +131,13 @@ class ReplyMemo:
                     subnet = index
                     break
         # Masked: xid 4-8, secs 8-10, ciaddr 12-16, chaddr 28-44, the GUID, the client id's MAC.
-        cuts = sorted(p for p in (uuid + 3, cid + 3) if p > 2)
+        # The cut points in order, without a generator and sorted(): the key is built on every lookup.
+        if uuid < 0:
+            cuts: tuple[int, ...] = () if cid < 0 else (cid + 3,)
+        elif cid < 0:
+            cuts = (uuid + 3,)
+        else:
+            cuts = (uuid + 3, cid + 3) if uuid < cid else (cid + 3, uuid + 3)
         parts = [data[:4], data[10:12], data[16:28]]
         start = 44
         for at in cuts:
