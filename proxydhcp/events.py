@@ -128,6 +128,7 @@ def answer_record(
 # destination. Bounded.
 _ANSWER_PARTS: dict[tuple[object, ...], tuple[str, str, str]] = {}
 _ANSWER_PARTS_MAX = 256
+_QUOTED: dict[str, str] = {}  # destination → text_value(destination), for those that need quoting; bounded
 
 
 def _answer_text(rec: DecisionRecord) -> str | None:
@@ -161,10 +162,24 @@ def _answer_text(rec: DecisionRecord) -> str | None:
     if mac is None or xid is None or destination is None:
         return None
     head, middle, tail = parts
-    return (
-        f"{head} source={text_value(rec.source)} mac={text_value(mac)} xid=0x{xid:08x} {middle} "
-        f"destination={text_value(destination)} {tail}"
-    )
+    source = rec.source
+    # text_value's test for a bare value, made once for the per-client source and MAC (their
+    # concatenation has a space, a quote or an unprintable character if and only if one of them has),
+    # and inline for the destination: three calls a line fewer. The test above checks the result.
+    who = source + mac
+    if source and mac and who.isprintable() and " " not in who and '"' not in who:
+        who = f"source={source} mac={mac}"
+    else:
+        who = f"source={text_value(source)} mac={text_value(mac)}"
+    if not (destination and destination.isprintable() and " " not in destination and '"' not in destination):
+        # Quoted: a broadcast, the same few texts on every line of a DISCOVER storm.
+        quoted = _QUOTED.get(destination)
+        if quoted is None:
+            if len(_QUOTED) >= _ANSWER_PARTS_MAX:
+                _QUOTED.clear()
+            quoted = _QUOTED[destination] = text_value(destination)
+        destination = quoted
+    return f"{head} {who} xid=0x{xid:08x} {middle} destination={destination} {tail}"
 
 
 _ANSWER = Outcome.ANSWER.value

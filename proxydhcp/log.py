@@ -69,6 +69,10 @@ def _stamp(created: float) -> str:
     return str(_stamp_cache[1])
 
 
+_MSECS = tuple(f"{n:03d}" for n in range(1000))
+_PADDED_LEVELS = {name: f"{name:<7}" for name in _LEVEL_NAMES.values()}
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = self._head(record.created, record.levelname, record.name, record.getMessage())
@@ -81,18 +85,21 @@ class TextFormatter(logging.Formatter):
 
     @staticmethod
     def _head(created: float, levelname: str, name: str, msg: str) -> str:
-        msecs = int((created - int(created)) * 1000)
-        return f"{_stamp(created)}.{msecs:03d} {levelname:<7} {name}: {msg}"
+        # Milliseconds and the padded level from tables, not format specs: every line has both.
+        msecs = _MSECS[int((created - int(created)) * 1000)]
+        padded = _PADDED_LEVELS.get(levelname) or f"{levelname:<7}"
+        return f"{_stamp(created)}.{msecs} {padded} {name}: {msg}"
 
     @classmethod
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
         """What `format` writes for such a record (no traceback), from its parts."""
         line = cls._head(created, levelname, name, msg)
-        if isinstance(source, Mapping):
-            pairs = text_pairs(source)
-        else:
+        # A tuple (a decision record is one) is never a Mapping: no ABC instance check for it.
+        if isinstance(source, tuple) or not isinstance(source, Mapping):
             text_fields = getattr(source, "text_fields", None)
             pairs = text_fields() if text_fields is not None else text_pairs(source.fields())
+        else:
+            pairs = text_pairs(source)
         return f"{line} {pairs}" if pairs else line
 
 
@@ -124,14 +131,15 @@ class JsonFormatter(logging.Formatter):
 
     @classmethod
     def fast_line(cls, created: float, levelname: str, name: str, msg: str, source: Fields) -> str:
-        fields = source if isinstance(source, Mapping) else source.fields()
+        record = isinstance(source, tuple) or not isinstance(source, Mapping)
+        fields: Mapping[str, Any] = source.fields() if record else source  # type: ignore[union-attr,assignment]
         return _json.encode(cls._data(created, levelname, name, msg, fields))
 
 
 # A line whose formatting waits for the flush: (fast_line, created, levelname, name, msg, source).
 # Formatting a batch of lines in one tight loop costs about half what it costs interleaved with
 # packet handling (the formatter's code and data stay in cache).
-_Deferred = tuple[Callable[[float, str, str, str, "Fields"], str], float, str, str, str, "StructuredFields"]
+_Deferred = tuple[Callable[[float, str, str, str, "Fields"], str], float, str, str, str, "Fields"]
 DEFERRED_SIZE = 256  # bytes a deferred line counts for against FLUSH_BYTES, before it is formatted
 
 
@@ -222,20 +230,23 @@ def emit_fast(logger: logging.Logger, level: int, msg: str, source: Fields) -> b
     if type(formatter) is not TextFormatter and type(formatter) is not JsonFormatter:
         return False
     created, levelname = time.time(), _LEVEL_NAMES.get(level) or logging.getLevelName(level)
-    if isinstance(source, Mapping):  # a caller's dict may change once we return: format it now
+    # A caller's dict may change once we return: format it now. (A tuple, as a decision record, is
+    # never a Mapping: no ABC instance check for it.)
+    if not isinstance(source, tuple) and isinstance(source, Mapping):
         try:
             line: str | _Deferred = formatter.fast_line(created, levelname, logger.name, msg, source)
         except Exception:
             return False
     else:
         line = (formatter.fast_line, created, levelname, logger.name, msg, source)
-    handler.acquire()
-    try:
-        handler.add_line(line)
-    except Exception:
-        pass  # as Handler.handleError with raiseExceptions off: a log line is not worth a crash
-    finally:
-        handler.release()
+    lock = handler.lock  # what Handler.acquire/release take, without their two Python-level calls
+    if lock is None:
+        return False
+    with lock:
+        try:
+            handler.add_line(line)
+        except Exception:  # as Handler.handleError with raiseExceptions off: a line is not worth a crash
+            return True
     return True
 
 
