@@ -33,7 +33,12 @@ class Destination(NamedTuple):
     broadcast: bool = False
 
     def __str__(self) -> str:
-        return f"{dotted(self.address)}:{self.port}{' (broadcast)' if self.broadcast else ''}"
+        return self.text(dotted(self.address))
+
+    def text(self, address: str) -> str:
+        """`str(self)` from its address already as text (`dotted(self.address)`): serve converts it
+        once, for sendto and the record."""
+        return f"{address}:{self.port}{' (broadcast)' if self.broadcast else ''}"
 
 
 def offer_destination(

@@ -106,10 +106,14 @@ def message_type_name(value: int | None) -> str | None:
     return _MESSAGE_TYPE_NAMES.get(value) or str(value)
 
 
-def record(result: Answered | Ignored, *, port: int, iface: str, source: str) -> DecisionRecord:
-    """The decision record of one datagram's result (`source` is its "ip:port")."""
+def record(
+    result: Answered | Ignored, *, port: int, iface: str, source: str, destination: str | None = None
+) -> DecisionRecord:
+    """The decision record of one datagram's result (`source` is its "ip:port"; `destination` the
+    answer's destination address as text when the caller has converted it already)."""
     if isinstance(result, Answered):
         client, decision = result.client, result.decision
+        address = dotted(result.destination.address) if destination is None else destination
         return answer_record(
             port=port,
             iface=iface,
@@ -121,7 +125,7 @@ def record(result: Answered | Ignored, *, port: int, iface: str, source: str) ->
             subnet=network_text(decision.subnet),
             boot_file=decision.boot_file,
             server=dotted(decision.next_server),
-            destination=str(result.destination),
+            destination=result.destination.text(address),
             rule=decision.rule,
         )
     request, known = result.request, result.client
