@@ -124,7 +124,7 @@ def record(
             arch=decision.arch_key,
             subnet=network_text(decision.subnet),
             boot_file=decision.boot_file,
-            server=dotted(decision.next_server),
+            server=decision.next_server_text,
             destination=result.destination.text(address),
             rule=decision.rule,
         )
