@@ -287,6 +287,11 @@ class Settings(BaseSettings):
         # file's list), and passes the result as init kwargs: that is the only source here.
         return (init_settings,)
 
+    def subnet_table(self, version: int) -> tuple[tuple[int, int, SubnetSettings], ...]:
+        """What `subnet_for` walks for addresses of IP `version`: (network, mask, entry) as ints, the
+        most specific first (the reply memo keys 4011 requests on the same choice)."""
+        return self._subnets[version]
+
     def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """The enabled subnet containing `address` (the most specific one), or None."""
         value = int(address)

@@ -19,7 +19,8 @@ from urllib.parse import quote
 from proxydhcp.config import Settings
 
 if TYPE_CHECKING:
-    from proxydhcp.http.server import HttpConfig, RequestStats
+    from proxydhcp.http.record import RequestStats
+    from proxydhcp.http.server import HttpConfig
 
 URL_MAX = 127  # the BOOTP `file` field, NUL-terminated
 

@@ -153,7 +153,7 @@ class JsonFormatter(logging.Formatter):
 # A line whose formatting waits for the flush: (fast_line, created, levelname, name, msg, source).
 # Formatting a batch of lines in one tight loop costs about half what it costs interleaved with
 # packet handling (the formatter's code and data stay in cache).
-_Deferred = tuple[Callable[[float, str, str, str, "Fields"], str], float, str, str, str, "StructuredFields"]
+_Deferred = tuple[Callable[[float, str, str, str, "Fields"], str], float, str, str, str, "Fields"]
 DEFERRED_SIZE = 256  # bytes a deferred line counts for against FLUSH_BYTES, before it is formatted
 
 
@@ -251,13 +251,14 @@ def emit_fast(logger: logging.Logger, level: int, msg: str, source: Fields) -> b
             return False
     else:
         line = (formatter.fast_line, created, levelname, logger.name, msg, cast(StructuredFields, source))
-    handler.acquire()
-    try:
-        handler.add_line(line)
-    except Exception:
-        pass  # as Handler.handleError with raiseExceptions off: a log line is not worth a crash
-    finally:
-        handler.release()
+    lock = handler.lock  # what Handler.acquire/release take, without their two Python-level calls
+    if lock is None:
+        return False
+    with lock:
+        try:
+            handler.add_line(line)
+        except Exception:  # as Handler.handleError with raiseExceptions off: a line is not worth a crash
+            return True
     return True
 
 

@@ -15,13 +15,14 @@ _NO_ADDRESS = IPv4Address(0)
 
 
 def dotted(address: IPv4Address) -> str:
-    """`str(address)`, at half the cost (ipaddress formats in Python): every reply's record has three."""
-    return inet_ntoa(address.packed)
+    """`str(address)`, at a third of the cost (ipaddress formats in Python): every reply's record has
+    three. `int()` rather than `.packed`: one Python-level call instead of two."""
+    return inet_ntoa(int(address).to_bytes(4, "big"))
 
 
 def network_text(network: IPv4Network) -> str:
     """`str(network)`, as `dotted`."""
-    return f"{inet_ntoa(network.network_address.packed)}/{network.prefixlen}"
+    return f"{inet_ntoa(int(network.network_address).to_bytes(4, 'big'))}/{network.prefixlen}"
 
 
 class Destination(NamedTuple):
@@ -32,7 +33,12 @@ class Destination(NamedTuple):
     broadcast: bool = False
 
     def __str__(self) -> str:
-        return f"{dotted(self.address)}:{self.port}{' (broadcast)' if self.broadcast else ''}"
+        return self.text(dotted(self.address))
+
+    def text(self, address: str) -> str:
+        """`str(self)` from its address already as text (`dotted(self.address)`): serve converts it
+        once, for sendto and the record."""
+        return f"{address}:{self.port}{' (broadcast)' if self.broadcast else ''}"
 
 
 def offer_destination(
@@ -41,11 +47,12 @@ def offer_destination(
     """Destination of a port-67 proxy offer. A relayed request goes back to the relay (giaddr:67);
     a client that has an address gets it at ciaddr:68; otherwise broadcast. A proxy offer has
     yiaddr 0, so the §4.1 "unicast to yiaddr/chaddr" case never applies (R-20)."""
-    if request.giaddr != _NO_ADDRESS:
-        return Destination(request.giaddr, server_port)
-    if request.ciaddr != _NO_ADDRESS:
+    # Tests by `==` only: IPv4Address has no __ne__, so `!=` costs twice as much.
+    if request.giaddr == _NO_ADDRESS:
+        if request.ciaddr == _NO_ADDRESS:
+            return Destination(BROADCAST, client_port, broadcast=True)
         return Destination(request.ciaddr, client_port)
-    return Destination(BROADCAST, client_port, broadcast=True)
+    return Destination(request.giaddr, server_port)
 
 
 def pxe_destination(request: DhcpPacket, source_ip: IPv4Address, source_port: int) -> Destination:

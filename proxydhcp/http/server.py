@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from proxydhcp.http import wire, zerocopy
-from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request, bytes_acked
+from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request
 from proxydhcp.http.plan import (
     METHODS,
     Plan,
@@ -502,12 +502,8 @@ async def _serve(config: HttpConfig) -> int:
 
 
 __all__ = [
-    "ConnectionGuard",
     "HttpConfig",
     "HttpServer",
-    "Outcome",
-    "RequestStats",
     "ServerStats",
-    "bytes_acked",
     "run_standalone",
 ]

@@ -18,8 +18,8 @@ from proxydhcp.dhcp.codes import MessageType
 from proxydhcp.dhcp.delivery import Destination, dotted, network_text, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.events import DecisionRecord
-from proxydhcp.outcome import Ignore, Outcome, Reason, Stage
+from proxydhcp.events import DecisionRecord, answer_record
+from proxydhcp.outcome import Ignore, Reason, Stage
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo, classify
 from proxydhcp.pxe.policy import BootDecision, Receiver, decide
 from proxydhcp.pxe.reply import build_reply
@@ -106,13 +106,15 @@ def message_type_name(value: int | None) -> str | None:
     return _MESSAGE_TYPE_NAMES.get(value) or str(value)
 
 
-def record(result: Answered | Ignored, *, port: int, iface: str, source: str) -> DecisionRecord:
-    """The decision record of one datagram's result (`source` is its "ip:port")."""
+def record(
+    result: Answered | Ignored, *, port: int, iface: str, source: str, destination: str | None = None
+) -> DecisionRecord:
+    """The decision record of one datagram's result (`source` is its "ip:port"; `destination` the
+    answer's destination address as text when the caller has converted it already)."""
     if isinstance(result, Answered):
         client, decision = result.client, result.decision
-        return DecisionRecord(
-            outcome=Outcome.ANSWER,
-            stage=Stage.SEND,
+        address = dotted(result.destination.address) if destination is None else destination
+        return answer_record(
             port=port,
             iface=iface,
             source=source,
@@ -122,8 +124,8 @@ def record(result: Answered | Ignored, *, port: int, iface: str, source: str) ->
             arch=decision.arch_key,
             subnet=network_text(decision.subnet),
             boot_file=decision.boot_file,
-            server=dotted(decision.next_server),
-            destination=str(result.destination),
+            server=decision.next_server_text,
+            destination=result.destination.text(address),
             rule=decision.rule,
         )
     request, known = result.request, result.client

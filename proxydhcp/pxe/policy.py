@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple, cast
 from proxydhcp.boot import choose_boot_file
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.arch import arch_name, is_uefi
+from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.httpboot import URL_MAX, boot_url
 from proxydhcp.outcome import Ignore, Reason
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo
@@ -36,6 +37,8 @@ class BootDecision(NamedTuple):
 
     boot_file: str
     next_server: IPv4Address  # siaddr: the TFTP server
+    # next_server as text, converted once: the reply's option 66 (when asked) and the record's server.
+    next_server_text: str
     server_ip: IPv4Address  # option 54: this server, as seen on the receiving interface
     subnet: IPv4Network
     rule: str  # which rule chose the file, for logs and `explain`
@@ -46,11 +49,12 @@ class BootDecision(NamedTuple):
 def client_address(client: ClientInfo, receiver: Receiver) -> IPv4Address:
     """The address that places the client in a subnet: the relay's giaddr; on 67 the receiving
     interface's address (the client has none yet); on 4011 its ciaddr, else the packet source."""
-    if client.giaddr != _NO_ADDRESS:
-        return client.giaddr
-    if client.port == DHCP_PORT:
-        return receiver.local_ip
-    return client.source_ip if client.ciaddr == _NO_ADDRESS else client.ciaddr
+    # Tests by `==` only: IPv4Address has no __ne__, so `!=` costs twice as much.
+    if client.giaddr == _NO_ADDRESS:
+        if client.port == DHCP_PORT:
+            return receiver.local_ip
+        return client.source_ip if client.ciaddr == _NO_ADDRESS else client.ciaddr
+    return client.giaddr
 
 
 def offer_style(
@@ -95,10 +99,11 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         if len(url.encode()) > URL_MAX:
             return Ignore(Reason.URL_TOO_LONG, arch_key, subnet.cidr)
         boot_file = url
+    next_server = (choice.next_server if isinstance(choice.next_server, IPv4Address) else None) or server_ip
     return BootDecision(
         boot_file=boot_file,
-        next_server=(choice.next_server if isinstance(choice.next_server, IPv4Address) else None)
-        or server_ip,
+        next_server=next_server,
+        next_server_text=dotted(next_server),
         server_ip=server_ip,
         # subnet_for looks an IPv4 address up among the IPv4 subnets only: the cidr is IPv4.
         subnet=cast(IPv4Network, subnet.cidr),

@@ -10,7 +10,6 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from proxydhcp.dhcp.codes import BROADCAST_FLAG, MessageType, Opt, PxeSubOpt
-from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.dhcp.options import encode_pxe_suboptions
 from proxydhcp.dhcp.packet import DhcpPacket, split_option
 from proxydhcp.pxe.classify import DHCP_PORT, HTTP_VENDOR, PXE_VENDOR, ClientInfo
@@ -58,7 +57,7 @@ def build_reply(request: DhcpPacket, client: ClientInfo, decision: BootDecision)
         wanted = request.option(_PARAM_REQUEST_LIST) or b""
         # Only when asked (dnsmasq does the same); the header `file` is always filled (rhboot/shim#710).
         if _TFTP_SERVER in wanted and style != "http":
-            opts.append((_TFTP_SERVER, dotted(decision.next_server).encode()))
+            opts.append((_TFTP_SERVER, decision.next_server_text.encode()))
         if _BOOTFILE in wanted:
             opts.extend(split_option(_BOOTFILE, header_file))
     if request.has_option(_RELAY_AGENT):

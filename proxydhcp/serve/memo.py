@@ -28,13 +28,12 @@ mutations of them and on generated requests of every shape the policy tells apar
 from __future__ import annotations
 
 from enum import Enum
-from ipaddress import IPv4Address
 from socket import inet_aton, inet_ntoa
 from typing import NamedTuple, cast
 
 from proxydhcp.config import Settings
 from proxydhcp.dhcp.delivery import dotted
-from proxydhcp.events import DecisionRecord
+from proxydhcp.events import DecisionRecord, answer_record
 from proxydhcp.pxe.classify import DHCP_PORT
 from proxydhcp.pxe.pipeline import Answered
 from proxydhcp.pxe.policy import Receiver
@@ -96,7 +95,10 @@ class ReplyMemo:
         self._entries: dict[tuple[object, ...], _Entry] = {}
         self._host_macs = frozenset(bytes.fromhex(h.mac.replace(":", "")) for h in settings.host)
         # Subnets by their position, for the key (the same lookup the policy makes).
-        self._subnet_ids = {id(entry): i for i, entry in enumerate(settings.subnet)}
+        subnet_ids = {id(entry): i for i, entry in enumerate(settings.subnet)}
+        self._subnets_v4 = tuple(
+            (network, mask, subnet_ids[id(entry)]) for network, mask, entry in settings.subnet_table(4)
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -122,11 +124,20 @@ class ReplyMemo:
         subnet = -1
         if port != DHCP_PORT and giaddr == _NO_ADDRESS:
             # 4011, not relayed: the client's own address (ciaddr, else the source) picks the subnet.
-            own = IPv4Address(ciaddr if ciaddr != _NO_ADDRESS else source_ip)
-            entry = self.settings.subnet_for(own)
-            subnet = -1 if entry is None else self._subnet_ids.get(id(entry), -1)
+            # Settings.subnet_for's own table, walked on the int: no IPv4Address built per request.
+            own = int.from_bytes(ciaddr if ciaddr != _NO_ADDRESS else source_ip, "big")
+            for network, mask, index in self._subnets_v4:
+                if own & mask == network:
+                    subnet = index
+                    break
         # Masked: xid 4-8, secs 8-10, ciaddr 12-16, chaddr 28-44, the GUID, the client id's MAC.
-        cuts = sorted(p for p in (uuid + 3, cid + 3) if p > 2)
+        # The cut points in order, without a generator and sorted(): the key is built on every lookup.
+        if uuid < 0:
+            cuts: tuple[int, ...] = () if cid < 0 else (cid + 3,)
+        elif cid < 0:
+            cuts = (uuid + 3,)
+        else:
+            cuts = (uuid + 3, cid + 3) if uuid < cid else (cid + 3, uuid + 3)
         parts = [data[:4], data[10:12], data[16:28]]
         start = 44
         for at in cuts:
@@ -174,9 +185,7 @@ class ReplyMemo:
         elif entry.dest_from is _From.SOURCE:
             dest = (source[0], dest[1])
         r = entry.record
-        record = DecisionRecord(
-            outcome=r.outcome,
-            stage=r.stage,
+        record = answer_record(
             port=r.port,
             iface=r.iface,
             source=f"{source[0]}:{source[1]}",

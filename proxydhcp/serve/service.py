@@ -129,12 +129,17 @@ class ProxyDhcpService:
                     receiver=receiver,
                     settings=settings,
                 )
-                rec = pipeline.record(result, port=port, iface=iface, source=f"{source[0]}:{source[1]}")
                 if isinstance(result, Answered):
-                    reply = result.reply.encode()
+                    # The destination address as text once, for sendto and the record.
                     dest = (dotted(result.destination.address), result.destination.port)
-                    if memo is not None:
+                    rec = pipeline.record(
+                        result, port=port, iface=iface, source=f"{source[0]}:{source[1]}", destination=dest[0]
+                    )
+                    reply = result.reply.encode()
+                    if memo is not None and not memo.skipping:  # skipping: learn would return at once
                         memo.learn(data, source, port, iface, receiver, result, reply, rec)
+                else:
+                    rec = pipeline.record(result, port=port, iface=iface, source=f"{source[0]}:{source[1]}")
             if reply is not None and dest is not None:
                 delay = settings.server.reply_delay_ms
                 if delay and port == DHCP_PORT and self._loop is not None:

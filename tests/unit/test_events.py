@@ -109,3 +109,16 @@ def test_answer_lines_equal_the_generic_rendering(
             destination=destination, rule=rule,
         )  # fmt: skip
         assert rec.text_fields() == text_pairs(rec.fields())
+
+
+def test_answer_record_equals_the_keyword_built_record() -> None:
+    # events.answer_record builds positionally (the record-emission edge): it must be the same value.
+    values = {
+        "port": 4011, "iface": "eth0", "source": "10.0.0.9:4011", "mac": "52:54:00:00:00:01", "xid": 7,
+        "msg_type": "REQUEST", "arch": "efi-x64", "subnet": "10.0.0.0/24", "boot_file": "ipxe.efi",
+        "server": "10.0.0.1", "destination": "10.0.0.9:4011", "rule": "global efi-x64",
+    }  # fmt: skip
+    built = events.answer_record(**values)  # type: ignore[arg-type]
+    plain = DecisionRecord(outcome=Outcome.ANSWER, stage=Stage.SEND, **values)  # type: ignore[arg-type]
+    assert built == plain and type(built) is DecisionRecord
+    assert built._asdict() == plain._asdict()

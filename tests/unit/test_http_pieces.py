@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from proxydhcp.http.server import HttpConfig, HttpServer, Outcome, RequestStats, bytes_acked
+from proxydhcp.http.connection import bytes_acked
+from proxydhcp.http.record import Outcome, RequestStats
+from proxydhcp.http.server import HttpConfig, HttpServer
 from proxydhcp.log import text_pairs
 
 
