@@ -168,6 +168,12 @@ class SubnetSettings(_Section):
     def _boot_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return _normalize_boot_table(value)
 
+    @cached_property
+    def cidr_text(self) -> str:
+        """`str(cidr)`, converted once per subnet (not a field: pydantic's ==, dumps and validation
+        ignore it; a reload builds new subnets): every answered request's record names it."""
+        return str(self.cidr)
+
 
 class HostSettings(_Section):
     mac: str

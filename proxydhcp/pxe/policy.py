@@ -41,6 +41,7 @@ class BootDecision(NamedTuple):
     next_server_text: str
     server_ip: IPv4Address  # option 54: this server, as seen on the receiving interface
     subnet: IPv4Network
+    subnet_text: str  # the subnet as text, as the settings converted it once: the record's subnet
     rule: str  # which rule chose the file, for logs and `explain`
     arch_key: str
     offer_style: OfferStyle
@@ -107,6 +108,7 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         server_ip=server_ip,
         # subnet_for looks an IPv4 address up among the IPv4 subnets only: the cidr is IPv4.
         subnet=cast(IPv4Network, subnet.cidr),
+        subnet_text=subnet.cidr_text,
         rule=choice.rule,
         arch_key=arch_key,
         offer_style=style,

@@ -320,3 +320,17 @@ def test_example_check_config_subprocess(example: Path) -> None:
 def test_boot_file_names_fit_the_bootp_file_field(tmp_path: Path, text: str, expected: str) -> None:
     message = config_error(write(tmp_path, text))
     assert expected in message
+
+
+def test_subnet_cidr_text_is_the_cidr_and_no_field() -> None:
+    """The subnet's text, converted once for the records, is `str(cidr)` and leaves equality, dumps
+    and a reload's fresh settings alone."""
+    raw = {"subnet": [{"cidr": "10.1.2.0/24"}, {"cidr": "fd00:1::/64"}]}
+    first, second = Settings.model_validate(raw), Settings.model_validate(raw)
+    dump = first.model_dump()
+    texts = [s.cidr_text for s in first.subnet]
+    assert texts == [str(s.cidr) for s in first.subnet] == ["10.1.2.0/24", "fd00:1::/64"]
+    assert first == second and first.subnet[0] == second.subnet[0]  # one cached, the other not
+    assert first.model_dump() == dump and "cidr_text" not in dump["subnet"][0]
+    reloaded = Settings.model_validate({"subnet": [{"cidr": "10.9.0.0/16"}]})
+    assert reloaded.subnet[0].cidr_text == "10.9.0.0/16"
