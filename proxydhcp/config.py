@@ -103,6 +103,12 @@ class ServerSettings(_Section):
     def _uefi_mode_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
 
+    @cached_property
+    def server_ip_text(self) -> str:
+        """`str(server_ip)` ("" when unset), converted once (not a field, as `SubnetSettings.cidr_text`):
+        the next server of most answers, named by every answered request's record."""
+        return "" if self.server_ip is None else str(self.server_ip)
+
 
 class HttpSettings(_Section):
     enabled: bool = True
