@@ -207,9 +207,11 @@ def test_uefi_mode_per_architecture(
     ("extra", "giaddr", "expected"),
     [
         ({}, "0.0.0.0", "10.77.0.2"),  # the receiving interface's, converted once per Receiver
-        ({"server": {"server_ip": "10.77.0.100"}}, "0.0.0.0", "10.77.0.100"),  # server_ip's, once per settings
+        # server_ip's, converted once per settings
+        ({"server": {"server_ip": "10.77.0.100"}}, "0.0.0.0", "10.77.0.100"),
         ({}, "10.78.0.1", "10.78.0.6"),  # the subnet's own next_server, converted per answer
-        ({"host": [{"mac": MAC, "boot_file": "a.efi", "next_server": "10.77.0.9"}]}, "0.0.0.0", "10.77.0.9"),  # the host's
+        # the host's own next_server
+        ({"host": [{"mac": MAC, "boot_file": "a.efi", "next_server": "10.77.0.9"}]}, "0.0.0.0", "10.77.0.9"),
     ],
 )
 def test_next_server_text_is_the_next_server(
