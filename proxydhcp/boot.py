@@ -36,11 +36,13 @@ def choose_boot_file(
         return BootChoice(boot_file=host.boot_file, rule=f"host {mac}", next_server=next_server)
     # A client already running iPXE gets the iPXE script, which breaks the chainload loop;
     # without an `ipxe` key it falls through to the architecture table.
+    # The tables read once: a pydantic model's attribute costs a __getattr__ hook.
+    subnet_boot, global_boot = subnet.boot, settings.boot
     for key in (IPXE_KEY, arch_key) if is_ipxe else (arch_key,):
-        if key in subnet.boot:
+        if key in subnet_boot:
             return BootChoice(
-                boot_file=subnet.boot[key], rule=f"subnet {subnet.cidr} {key}", next_server=next_server
+                boot_file=subnet_boot[key], rule=f"subnet {subnet.cidr} {key}", next_server=next_server
             )
-        if key in settings.boot:
-            return BootChoice(boot_file=settings.boot[key], rule=f"global {key}", next_server=next_server)
+        if key in global_boot:
+            return BootChoice(boot_file=global_boot[key], rule=f"global {key}", next_server=next_server)
     return Ignore(Reason.NO_BOOT_FILE, arch_key, subnet.cidr)

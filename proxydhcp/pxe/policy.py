@@ -93,12 +93,14 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     choice = choose_boot_file(settings, subnet, mac=client.mac, arch_key=arch_key, is_ipxe=client.is_ipxe)
     if isinstance(choice, Ignore):
         return choice
-    style = offer_style(client, settings.server.uefi_mode, arch_key)
+    # Each settings attribute read once: a pydantic model's attribute costs a __getattr__ hook.
     server = settings.server
-    if server.server_ip is None:
+    style = offer_style(client, server.uefi_mode, arch_key)
+    server_ip = server.server_ip
+    if server_ip is None:
         server_ip, server_text = receiver.local_ip, receiver.local_text
     else:
-        server_ip, server_text = server.server_ip, server.server_ip_text
+        server_text = server.server_ip_text
     boot_file = choice.boot_file
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI: a
