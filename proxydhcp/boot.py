@@ -28,7 +28,8 @@ def choose_boot_file(
 ) -> BootChoice | Ignore:
     """The file for a client of `subnet` (an enabled one) with MAC `mac` (None: a DHCPv6 client whose
     DUID carries none) and architecture `arch_key`."""
-    host = settings.host_for(mac) if mac is not None else None
+    lookup = settings.lookup
+    host = lookup.hosts.get(mac) if mac is not None else None
     if host is not None and host.ignore:
         return Ignore(Reason.HOST_IGNORED, host.mac, subnet.cidr)
     next_server = (host.next_server if host is not None else None) or subnet.next_server
@@ -37,7 +38,7 @@ def choose_boot_file(
     # A client already running iPXE gets the iPXE script, which breaks the chainload loop (R-40);
     # without an `ipxe` key it falls through to the architecture table.
     # The tables read once: a pydantic model's attribute costs a __getattr__ hook.
-    subnet_boot, global_boot = subnet.boot, settings.boot
+    subnet_boot, global_boot = subnet.boot, lookup.boot
     for key in (IPXE_KEY, arch_key) if is_ipxe else (arch_key,):
         if key in subnet_boot:
             return BootChoice(

@@ -81,7 +81,8 @@ def offer_style(
 
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
     address = client_address(client, receiver)
-    subnet = None if address == _NO_ADDRESS else settings.subnet_for(address)
+    lookup = settings.lookup  # the settings' plain per-request view: one pydantic attribute read
+    subnet = None if address == _NO_ADDRESS else lookup.subnet_for(address)
     if subnet is None:
         where = (
             str(receiver.local_network)
@@ -93,14 +94,12 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     choice = choose_boot_file(settings, subnet, mac=client.mac, arch_key=arch_key, is_ipxe=client.is_ipxe)
     if isinstance(choice, Ignore):
         return choice
-    # Each settings attribute read once: a pydantic model's attribute costs a __getattr__ hook.
-    server = settings.server
-    style = offer_style(client, server.uefi_mode, arch_key)
-    server_ip = server.server_ip
+    style = offer_style(client, lookup.uefi_mode, arch_key)
+    server_ip = lookup.server_ip
     if server_ip is None:
         server_ip, server_text = receiver.local_ip, receiver.local_text
     else:
-        server_text = server.server_ip_text
+        server_text = lookup.server_ip_text
     boot_file = choice.boot_file
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI (R-50): a

@@ -334,3 +334,31 @@ def test_subnet_cidr_text_is_the_cidr_and_no_field() -> None:
     assert first.model_dump() == dump and "cidr_text" not in dump["subnet"][0]
     reloaded = Settings.model_validate({"subnet": [{"cidr": "10.9.0.0/16"}]})
     assert reloaded.subnet[0].cidr_text == "10.9.0.0/16"
+
+
+def test_lookup_is_the_settings_per_request_view_and_copies_drop_it() -> None:
+    s = Settings.model_validate(
+        {
+            "server": {"server_ip": "10.0.0.1", "uefi_mode": {"efi-x64": "direct"}},
+            "boot": {"bios": "undionly.kpxe"},
+            "subnet": [{"cidr": "10.0.0.0/16"}, {"cidr": "10.0.1.0/24"}, {"cidr": "fd00::/64"}],
+            "host": [{"mac": "52:54:00:aa:bb:cc", "boot_file": "a.efi"}],
+        }
+    )
+    lookup = s.lookup
+    assert (lookup.boot, lookup.uefi_mode) == (s.boot, s.server.uefi_mode)
+    assert (lookup.server_ip, lookup.server_ip_text) == (IPv4Address("10.0.0.1"), "10.0.0.1")
+    assert lookup.hosts == {"52:54:00:aa:bb:cc": s.host[0]}
+    assert [e for _, _, e in lookup.subnets[4]] == [s.subnet[1], s.subnet[0]]  # most specific first
+    assert [e for _, _, e in lookup.subnets[6]] == [s.subnet[2]]
+    assert (
+        s.subnet_for(IPv4Address("10.0.1.7")) is s.subnet[1]
+        and s.subnet_for(IPv4Address("10.0.2.7")) is s.subnet[0]
+    )
+    assert s == Settings.model_validate(s.model_dump()) and "lookup" not in s.model_dump()
+    # A copy with other fields derives its own view, not the original's.
+    moved = s.model_copy(
+        update={"server": s.server.model_copy(update={"server_ip": IPv4Address("10.0.0.9")})}
+    )
+    assert moved.lookup.server_ip == IPv4Address("10.0.0.9") and moved.lookup.server_ip_text == "10.0.0.9"
+    assert s.lookup is lookup
