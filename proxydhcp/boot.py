@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
-from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings
+from proxydhcp.config import IPXE_KEY, Settings, SubnetSettings, SubnetView
 from proxydhcp.outcome import Ignore, Reason
 
 
@@ -24,7 +24,7 @@ class BootChoice(NamedTuple):
 
 
 def choose_boot_file(
-    settings: Settings, subnet: SubnetSettings, *, mac: str | None, arch_key: str, is_ipxe: bool
+    settings: Settings, subnet: SubnetSettings | SubnetView, *, mac: str | None, arch_key: str, is_ipxe: bool
 ) -> BootChoice | Ignore:
     """The file for a client of `subnet` (an enabled one) with MAC `mac` (None: a DHCPv6 client whose
     DUID carries none) and architecture `arch_key`."""

@@ -291,14 +291,28 @@ class Settings(BaseSettings):
         # first, and sorted() is stable, so the first listed wins a tie.
         ranked = sorted(self.subnet, key=lambda entry: -entry.cidr.prefixlen)
         server = self.server
+        subnets = {
+            version: tuple(
+                (int(e.cidr.network_address), int(e.cidr.netmask), e)
+                for e in ranked
+                if e.cidr.version == version
+            )
+            for version in (4, 6)
+        }
         return Lookup(
-            subnets={
+            subnets=subnets,
+            views={
                 version: tuple(
-                    (int(e.cidr.network_address), int(e.cidr.netmask), e)
-                    for e in ranked
-                    if e.cidr.version == version
+                    (
+                        network,
+                        mask,
+                        SubnetView(
+                            cidr=e.cidr, cidr_text=e.cidr_text, boot=e.boot, next_server=e.next_server
+                        ),
+                    )
+                    for network, mask, e in table
                 )
-                for version in (4, 6)
+                for version, table in subnets.items()
             },
             hosts={h.mac: h for h in self.host},
             boot=self.boot,
@@ -346,6 +360,7 @@ class Lookup:
     (`Settings.lookup`): plain attributes, where a pydantic model's cost a __getattr__ hook each."""
 
     subnets: dict[int, tuple[tuple[int, int, SubnetSettings], ...]]  # per IP version: (network, mask, entry)
+    views: dict[int, tuple[tuple[int, int, SubnetView], ...]]  # the same, each entry as a SubnetView
     hosts: dict[str, HostSettings]  # by normalised MAC
     boot: dict[str, str]  # the global architecture table
     server_ip: IPv4Address | None
@@ -359,6 +374,25 @@ class Lookup:
             if value & mask == network:
                 return entry
         return None
+
+    def view_for(self, address: IPv4Address | IPv6Address) -> SubnetView | None:
+        """`subnet_for`'s subnet as a SubnetView (the same walk, on the same table)."""
+        value = int(address)
+        for network, mask, view in self.views[address.version]:
+            if value & mask == network:
+                return view
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetView:
+    """A `SubnetSettings` as the policies read it on every request: the same values as plain
+    attributes (its cidr as text too), derived once per settings (`Lookup.view_for`)."""
+
+    cidr: IPv4Network | IPv6Network
+    cidr_text: str
+    boot: dict[str, str]
+    next_server: IPv4Address | IPv6Address | None
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def offer_style(
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
     address = client_address(client, receiver)
     lookup = settings.lookup  # the settings' plain per-request view: one pydantic attribute read
-    subnet = None if address == _NO_ADDRESS else lookup.subnet_for(address)
+    subnet = None if address == _NO_ADDRESS else lookup.view_for(address)  # plain attributes
     if subnet is None:
         where = (
             str(receiver.local_network)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 
 import pytest
@@ -351,6 +351,23 @@ def test_lookup_is_the_settings_per_request_view_and_copies_drop_it() -> None:
     assert lookup.hosts == {"52:54:00:aa:bb:cc": s.host[0]}
     assert [e for _, _, e in lookup.subnets[4]] == [s.subnet[1], s.subnet[0]]  # most specific first
     assert [e for _, _, e in lookup.subnets[6]] == [s.subnet[2]]
+    for version in (4, 6):  # the views: the same walk, each entry's values as plain attributes
+        assert [(n, m) for n, m, _ in lookup.views[version]] == [
+            (n, m) for n, m, _ in lookup.subnets[version]
+        ]
+        for (_, _, view), (_, _, entry) in zip(lookup.views[version], lookup.subnets[version], strict=True):
+            assert (view.cidr, view.cidr_text, view.boot, view.next_server) == (
+                entry.cidr,
+                str(entry.cidr),
+                entry.boot,
+                entry.next_server,
+            )
+    for text in ("10.0.1.7", "10.0.2.7", "10.1.0.1", "fd00::5"):
+        address = ip_address(text)
+        entry, view = lookup.subnet_for(address), lookup.view_for(address)
+        assert (entry is None and view is None) or (
+            entry is not None and view is not None and entry.cidr == view.cidr
+        )
     assert (
         s.subnet_for(IPv4Address("10.0.1.7")) is s.subnet[1]
         and s.subnet_for(IPv4Address("10.0.2.7")) is s.subnet[0]
