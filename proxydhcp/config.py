@@ -319,6 +319,7 @@ class Settings(BaseSettings):
             server_ip=server.server_ip,
             server_ip_text=server.server_ip_text,
             uefi_mode=server.uefi_mode,
+            reply_delay_ms=server.reply_delay_ms,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
@@ -366,6 +367,7 @@ class Lookup:
     server_ip: IPv4Address | None
     server_ip_text: str
     uefi_mode: Mapping[str, str]
+    reply_delay_ms: int  # read by the service for every answer
 
     def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """`Settings.subnet_for`."""

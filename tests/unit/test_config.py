@@ -347,6 +347,7 @@ def test_lookup_is_the_settings_per_request_view_and_copies_drop_it() -> None:
     )
     lookup = s.lookup
     assert (lookup.boot, lookup.uefi_mode) == (s.boot, s.server.uefi_mode)
+    assert lookup.reply_delay_ms == s.server.reply_delay_ms == 0
     assert (lookup.server_ip, lookup.server_ip_text) == (IPv4Address("10.0.0.1"), "10.0.0.1")
     assert lookup.hosts == {"52:54:00:aa:bb:cc": s.host[0]}
     assert [e for _, _, e in lookup.subnets[4]] == [s.subnet[1], s.subnet[0]]  # most specific first
