@@ -10,10 +10,11 @@ import contextlib
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -65,8 +66,22 @@ def _normalize_boot_table(table: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _without_derived(model: BaseModel) -> None:
+    """Drop the cached_property values a model_copy carried over: they would describe the original."""
+    for klass in type(model).__mro__:
+        for name, attr in vars(klass).items():
+            if isinstance(attr, cached_property):
+                model.__dict__.pop(name, None)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """As BaseModel's, without the texts derived from the original's fields."""
+        copied = super().model_copy(update=update, deep=deep)
+        _without_derived(copied)
+        return copied
 
 
 class ServerSettings(_Section):
@@ -102,6 +117,12 @@ class ServerSettings(_Section):
     @classmethod
     def _uefi_mode_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return {(k if k.strip().lower() == "default" else canonical_arch_key(k)): v for k, v in value.items()}
+
+    @cached_property
+    def server_ip_text(self) -> str:
+        """`str(server_ip)` ("" when unset), converted once (not a field, as `SubnetSettings.cidr_text`):
+        the next server of most answers, named by every answered request's record."""
+        return "" if self.server_ip is None else str(self.server_ip)
 
 
 class HttpSettings(_Section):
@@ -167,6 +188,12 @@ class SubnetSettings(_Section):
     @classmethod
     def _boot_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return _normalize_boot_table(value)
+
+    @cached_property
+    def cidr_text(self) -> str:
+        """`str(cidr)`, converted once per subnet (not a field: pydantic's ==, dumps and validation
+        ignore it; a reload builds new subnets): every answered request's record names it."""
+        return str(self.cidr)
 
 
 class HostSettings(_Section):
@@ -254,14 +281,17 @@ class Settings(BaseSettings):
             raise ValueError(f"host: MAC {sorted(dup)[0]} is listed twice")
         return self
 
-    # Lookup tables of the subnet and host lists, built on first use. Settings are not changed once
-    # built (a reload builds new ones), so they never go stale.
+    # What every request reads, as plain attributes, built on first use. Settings are not changed once
+    # built (a reload builds new ones, and model_copy drops it), so it never goes stale.
     @cached_property
-    def _subnets(self) -> dict[int, tuple[tuple[int, int, SubnetSettings], ...]]:
+    def lookup(self) -> Lookup:
+        """The per-request view of these settings (one pydantic attribute read instead of one a
+        field: a BaseModel attribute goes through its __getattr__ hook)."""
         # Per family (an IPv4 address as an int must never match an IPv6 prefix's mask); most specific
         # first, and sorted() is stable, so the first listed wins a tie.
         ranked = sorted(self.subnet, key=lambda entry: -entry.cidr.prefixlen)
-        return {
+        server = self.server
+        subnets = {
             version: tuple(
                 (int(e.cidr.network_address), int(e.cidr.netmask), e)
                 for e in ranked
@@ -269,10 +299,34 @@ class Settings(BaseSettings):
             )
             for version in (4, 6)
         }
+        return Lookup(
+            subnets=subnets,
+            views={
+                version: tuple(
+                    (
+                        network,
+                        mask,
+                        SubnetView(
+                            cidr=e.cidr, cidr_text=e.cidr_text, boot=e.boot, next_server=e.next_server
+                        ),
+                    )
+                    for network, mask, e in table
+                )
+                for version, table in subnets.items()
+            },
+            hosts={h.mac: h for h in self.host},
+            boot=self.boot,
+            server_ip=server.server_ip,
+            server_ip_text=server.server_ip_text,
+            uefi_mode=server.uefi_mode,
+            reply_delay_ms=server.reply_delay_ms,
+        )
 
-    @cached_property
-    def _hosts(self) -> dict[str, HostSettings]:
-        return {h.mac: h for h in self.host}
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """As BaseModel's, without the derived view (it would describe the original's fields)."""
+        copied = super().model_copy(update=update, deep=deep)
+        _without_derived(copied)
+        return copied
 
     @classmethod
     def settings_customise_sources(
@@ -290,19 +344,57 @@ class Settings(BaseSettings):
     def subnet_table(self, version: int) -> tuple[tuple[int, int, SubnetSettings], ...]:
         """What `subnet_for` walks for addresses of IP `version`: (network, mask, entry) as ints, the
         most specific first (the reply memo keys 4011 requests on the same choice)."""
-        return self._subnets[version]
+        return self.lookup.subnets[version]
 
     def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """The enabled subnet containing `address` (the most specific one), or None."""
+        return self.lookup.subnet_for(address)
+
+    def host_for(self, mac: str) -> HostSettings | None:
+        """The `[[host]]` entry of `mac` (normalised, as `normalize_mac` gives it), or None."""
+        return self.lookup.hosts.get(mac)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the policies read of `Settings` on every request, derived once per settings
+    (`Settings.lookup`): plain attributes, where a pydantic model's cost a __getattr__ hook each."""
+
+    subnets: dict[int, tuple[tuple[int, int, SubnetSettings], ...]]  # per IP version: (network, mask, entry)
+    views: dict[int, tuple[tuple[int, int, SubnetView], ...]]  # the same, each entry as a SubnetView
+    hosts: dict[str, HostSettings]  # by normalised MAC
+    boot: dict[str, str]  # the global architecture table
+    server_ip: IPv4Address | None
+    server_ip_text: str
+    uefi_mode: Mapping[str, str]
+    reply_delay_ms: int  # read by the service for every answer
+
+    def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
+        """`Settings.subnet_for`."""
         value = int(address)
-        for network, mask, entry in self._subnets[address.version]:
+        for network, mask, entry in self.subnets[address.version]:
             if value & mask == network:
                 return entry
         return None
 
-    def host_for(self, mac: str) -> HostSettings | None:
-        """The `[[host]]` entry of `mac` (normalised, as `normalize_mac` gives it), or None."""
-        return self._hosts.get(mac)
+    def view_for(self, address: IPv4Address | IPv6Address) -> SubnetView | None:
+        """`subnet_for`'s subnet as a SubnetView (the same walk, on the same table)."""
+        value = int(address)
+        for network, mask, view in self.views[address.version]:
+            if value & mask == network:
+                return view
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetView:
+    """A `SubnetSettings` as the policies read it on every request: the same values as plain
+    attributes (its cidr as text too), derived once per settings (`Lookup.view_for`)."""
+
+    cidr: IPv4Network | IPv6Network
+    cidr_text: str
+    boot: dict[str, str]
+    next_server: IPv4Address | IPv6Address | None
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,10 @@ from typing import Any, NamedTuple
 from proxydhcp.log import emit_fast, text_pairs, text_value
 from proxydhcp.outcome import Outcome, Reason, Stage
 
+# The members every answered record names, read once: on Python 3.11 an enum class's attribute goes
+# through its metaclass's __getattr__ hook, a module global is one cached load.
+_OUTCOME_ANSWER, _STAGE_SEND = Outcome.ANSWER, Stage.SEND
+
 log = logging.getLogger("proxydhcp.dhcp")
 
 
@@ -53,7 +57,7 @@ class DecisionRecord(NamedTuple):
     def message(self) -> str:
         """The human part of the line; the fields carry the details (the text format appends them)."""
         what = self.msg_type or "packet"
-        if self.outcome is Outcome.ANSWER:
+        if self.outcome is _OUTCOME_ANSWER:
             return f"answered {what}: {self.boot_file}"
         return f"{self.outcome.value} {what}: {self.reason_text}"
 
@@ -72,7 +76,7 @@ class DecisionRecord(NamedTuple):
     def text_fields(self) -> str:
         """`log.text_pairs(self.fields())`, rendered without the intermediate dict (every packet's line
         at info goes through here)."""
-        if self.outcome is Outcome.ANSWER and self.delay_ms is None:
+        if self.outcome is _OUTCOME_ANSWER and self.delay_ms is None:
             line = _answer_text(self)
             if line is not None:
                 return line
@@ -104,8 +108,8 @@ def answer_record(
     dict and costs twice as much (6,000 instructions a record). `test_events` checks it equals the
     keyword-built record."""
     return DecisionRecord(
-        Outcome.ANSWER,
-        Stage.SEND,
+        _OUTCOME_ANSWER,
+        _STAGE_SEND,
         port,
         iface,
         source,
@@ -194,7 +198,7 @@ class Counters:
         self.counts: dict[tuple[str, str], int] = {}
 
     def add(self, rec: DecisionRecord) -> None:
-        if rec.outcome is Outcome.ANSWER:  # every answered packet: no enum property, one dict lookup
+        if rec.outcome is _OUTCOME_ANSWER:  # every answered packet: no enum property, one dict lookup
             key = (_ANSWER, rec.msg_type or "-")
         else:
             key = (rec.outcome.value, rec.reason.label if rec.reason is not None else "-")

@@ -158,6 +158,17 @@ def encode_pxe_suboptions(subs: dict[int, bytes]) -> bytes:
     return bytes(out)
 
 
+def encode_boot_item(item: bytes) -> bytes:
+    """`encode_pxe_suboptions({PxeSubOpt.BOOT_ITEM: item})` for a 4-byte item (classify checks the
+    length), as one concatenation: every 4011 answer to a boot-server request echoes its 43.71."""
+    if len(item) != 4:
+        raise ValueError(f"PXE boot item must be 4 bytes, not {len(item)}")
+    return _BOOT_ITEM_HEAD + item + _PXE_END_BYTE
+
+
+_BOOT_ITEM_HEAD, _PXE_END_BYTE = bytes((PxeSubOpt.BOOT_ITEM, 4)), bytes((_PXE_END,))
+
+
 def decode_pxe_suboptions(value: bytes) -> dict[int, bytes]:
     """Parse option 43 as PXE sub-options (PAD skipped, END stops). Raises MalformedPacket."""
     subs: dict[int, bytes] = {}

@@ -122,7 +122,7 @@ def record(
             xid=client.xid,
             msg_type=message_type_name(client.message_type),
             arch=decision.arch_key,
-            subnet=network_text(decision.subnet),
+            subnet=decision.subnet_text,
             boot_file=decision.boot_file,
             server=decision.next_server_text,
             destination=result.destination.text(address),

@@ -8,7 +8,7 @@ offer is shaped for its firmware.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal, NamedTuple, cast
 
@@ -30,6 +30,11 @@ class Receiver:
 
     local_ip: IPv4Address
     local_network: IPv4Network | None = None
+    # local_ip as text, converted once per interface: the next server of an answer without server_ip.
+    local_text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "local_text", dotted(self.local_ip))
 
 
 class BootDecision(NamedTuple):
@@ -41,6 +46,7 @@ class BootDecision(NamedTuple):
     next_server_text: str
     server_ip: IPv4Address  # option 54: this server, as seen on the receiving interface
     subnet: IPv4Network
+    subnet_text: str  # the subnet as text, as the settings converted it once: the record's subnet
     rule: str  # which rule chose the file, for logs and `explain`
     arch_key: str
     offer_style: OfferStyle
@@ -75,7 +81,8 @@ def offer_style(
 
 def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDecision | Ignore:
     address = client_address(client, receiver)
-    subnet = None if address == _NO_ADDRESS else settings.subnet_for(address)
+    lookup = settings.lookup  # the settings' plain per-request view: one pydantic attribute read
+    subnet = None if address == _NO_ADDRESS else lookup.view_for(address)  # plain attributes
     if subnet is None:
         where = (
             str(receiver.local_network)
@@ -87,8 +94,12 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
     choice = choose_boot_file(settings, subnet, mac=client.mac, arch_key=arch_key, is_ipxe=client.is_ipxe)
     if isinstance(choice, Ignore):
         return choice
-    style = offer_style(client, settings.server.uefi_mode, arch_key)
-    server_ip = settings.server.server_ip or receiver.local_ip
+    style = offer_style(client, lookup.uefi_mode, arch_key)
+    server_ip = lookup.server_ip
+    if server_ip is None:
+        server_ip, server_text = receiver.local_ip, receiver.local_text
+    else:
+        server_text = lookup.server_ip_text
     boot_file = choice.boot_file
     if style == "http" and "://" not in boot_file:
         # EDK II HttpBootDxe accepts a proxy offer only if the boot file parses as a URI (R-50): a
@@ -99,14 +110,19 @@ def decide(client: ClientInfo, settings: Settings, receiver: Receiver) -> BootDe
         if len(url.encode()) > URL_MAX:
             return Ignore(Reason.URL_TOO_LONG, arch_key, subnet.cidr)
         boot_file = url
-    next_server = (choice.next_server if isinstance(choice.next_server, IPv4Address) else None) or server_ip
+    # The host's or subnet's own TFTP server, else this server: its text converted once per settings.
+    if isinstance(choice.next_server, IPv4Address):
+        next_server, next_server_text = choice.next_server, dotted(choice.next_server)
+    else:
+        next_server, next_server_text = server_ip, server_text
     return BootDecision(
         boot_file=boot_file,
         next_server=next_server,
-        next_server_text=dotted(next_server),
+        next_server_text=next_server_text,
         server_ip=server_ip,
         # subnet_for looks an IPv4 address up among the IPv4 subnets only: the cidr is IPv4.
         subnet=cast(IPv4Network, subnet.cidr),
+        subnet_text=subnet.cidr_text,
         rule=choice.rule,
         arch_key=arch_key,
         offer_style=style,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from proxydhcp.dhcp.codes import BROADCAST_FLAG, MessageType, Opt, PxeSubOpt
-from proxydhcp.dhcp.options import encode_pxe_suboptions
+from proxydhcp.dhcp.options import encode_boot_item, encode_pxe_suboptions
 from proxydhcp.dhcp.packet import DhcpPacket, split_option
 from proxydhcp.pxe.classify import DHCP_PORT, HTTP_VENDOR, PXE_VENDOR, ClientInfo
 from proxydhcp.pxe.policy import BootDecision
@@ -52,7 +52,7 @@ def build_reply(request: DhcpPacket, client: ClientInfo, decision: BootDecision)
         opts.append((_VENDOR_SPECIFIC, _BIOS_43))
     elif not offer and client.boot_item is not None:
         # A PXE boot-server request must see its 43.71 echoed.
-        opts.append((_VENDOR_SPECIFIC, encode_pxe_suboptions({PxeSubOpt.BOOT_ITEM: client.boot_item})))
+        opts.append((_VENDOR_SPECIFIC, encode_boot_item(client.boot_item)))
     if header_file:
         wanted = request.option(_PARAM_REQUEST_LIST) or b""
         # Only when asked (dnsmasq does the same); the header `file` is always filled (rhboot/shim#710).

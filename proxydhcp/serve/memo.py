@@ -62,6 +62,10 @@ class _From(Enum):
     SOURCE = 2
 
 
+# Read once: on Python 3.11 an enum class's attribute goes through EnumType.__getattr__ (a hook).
+_FROM_CIADDR, _FROM_SOURCE = _From.CIADDR, _From.SOURCE
+
+
 class Answer(NamedTuple):
     """What the server sends, and logs: the reply, its (address text, port), the record."""
 
@@ -180,9 +184,9 @@ class ReplyMemo:
             parts.append(t[34:])
         reply = b"".join(parts)
         dest = entry.dest
-        if entry.dest_from is _From.CIADDR:
+        if entry.dest_from is _FROM_CIADDR:
             dest = (inet_ntoa(data[12:16]), dest[1])
-        elif entry.dest_from is _From.SOURCE:
+        elif entry.dest_from is _FROM_SOURCE:
             dest = (source[0], dest[1])
         r = entry.record
         record = answer_record(

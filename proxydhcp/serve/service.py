@@ -141,7 +141,7 @@ class ProxyDhcpService:
                 else:
                     rec = pipeline.record(result, port=port, iface=iface, source=f"{source[0]}:{source[1]}")
             if reply is not None and dest is not None:
-                delay = settings.server.reply_delay_ms
+                delay = settings.lookup.reply_delay_ms  # one pydantic attribute read, not two
                 if delay and port == DHCP_PORT and self._loop is not None:
                     self._loop.call_later(
                         delay / 1000, self._send_later, endpoint, reply, dest, local.ancillary

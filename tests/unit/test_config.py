@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 
 import pytest
@@ -320,3 +320,63 @@ def test_example_check_config_subprocess(example: Path) -> None:
 def test_boot_file_names_fit_the_bootp_file_field(tmp_path: Path, text: str, expected: str) -> None:
     message = config_error(write(tmp_path, text))
     assert expected in message
+
+
+def test_subnet_cidr_text_is_the_cidr_and_no_field() -> None:
+    """The subnet's text, converted once for the records, is `str(cidr)` and leaves equality, dumps
+    and a reload's fresh settings alone."""
+    raw = {"subnet": [{"cidr": "10.1.2.0/24"}, {"cidr": "fd00:1::/64"}]}
+    first, second = Settings.model_validate(raw), Settings.model_validate(raw)
+    dump = first.model_dump()
+    texts = [s.cidr_text for s in first.subnet]
+    assert texts == [str(s.cidr) for s in first.subnet] == ["10.1.2.0/24", "fd00:1::/64"]
+    assert first == second and first.subnet[0] == second.subnet[0]  # one cached, the other not
+    assert first.model_dump() == dump and "cidr_text" not in dump["subnet"][0]
+    reloaded = Settings.model_validate({"subnet": [{"cidr": "10.9.0.0/16"}]})
+    assert reloaded.subnet[0].cidr_text == "10.9.0.0/16"
+
+
+def test_lookup_is_the_settings_per_request_view_and_copies_drop_it() -> None:
+    s = Settings.model_validate(
+        {
+            "server": {"server_ip": "10.0.0.1", "uefi_mode": {"efi-x64": "direct"}},
+            "boot": {"bios": "undionly.kpxe"},
+            "subnet": [{"cidr": "10.0.0.0/16"}, {"cidr": "10.0.1.0/24"}, {"cidr": "fd00::/64"}],
+            "host": [{"mac": "52:54:00:aa:bb:cc", "boot_file": "a.efi"}],
+        }
+    )
+    lookup = s.lookup
+    assert (lookup.boot, lookup.uefi_mode) == (s.boot, s.server.uefi_mode)
+    assert lookup.reply_delay_ms == s.server.reply_delay_ms == 0
+    assert (lookup.server_ip, lookup.server_ip_text) == (IPv4Address("10.0.0.1"), "10.0.0.1")
+    assert lookup.hosts == {"52:54:00:aa:bb:cc": s.host[0]}
+    assert [e for _, _, e in lookup.subnets[4]] == [s.subnet[1], s.subnet[0]]  # most specific first
+    assert [e for _, _, e in lookup.subnets[6]] == [s.subnet[2]]
+    for version in (4, 6):  # the views: the same walk, each entry's values as plain attributes
+        assert [(n, m) for n, m, _ in lookup.views[version]] == [
+            (n, m) for n, m, _ in lookup.subnets[version]
+        ]
+        for (_, _, view), (_, _, entry) in zip(lookup.views[version], lookup.subnets[version], strict=True):
+            assert (view.cidr, view.cidr_text, view.boot, view.next_server) == (
+                entry.cidr,
+                str(entry.cidr),
+                entry.boot,
+                entry.next_server,
+            )
+    for text in ("10.0.1.7", "10.0.2.7", "10.1.0.1", "fd00::5"):
+        address = ip_address(text)
+        entry, view = lookup.subnet_for(address), lookup.view_for(address)
+        assert (entry is None and view is None) or (
+            entry is not None and view is not None and entry.cidr == view.cidr
+        )
+    assert (
+        s.subnet_for(IPv4Address("10.0.1.7")) is s.subnet[1]
+        and s.subnet_for(IPv4Address("10.0.2.7")) is s.subnet[0]
+    )
+    assert s == Settings.model_validate(s.model_dump()) and "lookup" not in s.model_dump()
+    # A copy with other fields derives its own view, not the original's.
+    moved = s.model_copy(
+        update={"server": s.server.model_copy(update={"server_ip": IPv4Address("10.0.0.9")})}
+    )
+    assert moved.lookup.server_ip == IPv4Address("10.0.0.9") and moved.lookup.server_ip_text == "10.0.0.9"
+    assert s.lookup is lookup

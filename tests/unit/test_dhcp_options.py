@@ -7,6 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from proxydhcp.dhcp import options
+from proxydhcp.dhcp.codes import PxeSubOpt
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
 
@@ -121,3 +122,18 @@ def test_pxe_suboptions_limits() -> None:
     for bad in (b"\x06", b"\x06\x02\x08", b"\x47\x04\x00\x00"):
         with pytest.raises(MalformedPacket, match="overruns"):
             options.decode_pxe_suboptions(bad)
+
+
+@pytest.mark.parametrize(
+    "item", [b"\x80\x00\x00\x00", b"\x00\x00\x00\x00", b"\xff\xff\x7f\xff", b"\x00\x01\x00\x00"]
+)
+def test_encode_boot_item_is_the_general_encoding(item: bytes) -> None:
+    encoded = options.encode_boot_item(item)
+    assert encoded == options.encode_pxe_suboptions({PxeSubOpt.BOOT_ITEM: item})
+    assert options.decode_pxe_suboptions(encoded) == {PxeSubOpt.BOOT_ITEM: item}
+
+
+@pytest.mark.parametrize("item", [b"", b"\x00\x00\x00", b"\x00" * 5])
+def test_encode_boot_item_refuses_other_lengths(item: bytes) -> None:
+    with pytest.raises(ValueError, match="4 bytes"):
+        options.encode_boot_item(item)

@@ -201,3 +201,29 @@ def test_uefi_mode_per_architecture(
 ) -> None:
     d = ok(decide(info(arch=arch), settings(server={"uefi_mode": uefi_mode}), LOCAL))
     assert d.offer_style == style
+
+
+@pytest.mark.parametrize(
+    ("extra", "giaddr", "expected"),
+    [
+        ({}, "0.0.0.0", "10.77.0.2"),  # the receiving interface's, converted once per Receiver
+        # server_ip's, converted once per settings
+        ({"server": {"server_ip": "10.77.0.100"}}, "0.0.0.0", "10.77.0.100"),
+        ({}, "10.78.0.1", "10.78.0.6"),  # the subnet's own next_server, converted per answer
+        # the host's own next_server
+        ({"host": [{"mac": MAC, "boot_file": "a.efi", "next_server": "10.77.0.9"}]}, "0.0.0.0", "10.77.0.9"),
+    ],
+)
+def test_next_server_text_is_the_next_server(
+    info: Callable[..., ClientInfo], extra: dict[str, Any], giaddr: str, expected: str
+) -> None:
+    """The texts converted once per interface or settings are those of the addresses chosen."""
+    d = ok(decide(info(arch=0, giaddr=giaddr), settings(**extra), LOCAL))
+    assert d.next_server_text == str(d.next_server) == expected
+    assert d.subnet_text == str(d.subnet)
+
+
+def test_receiver_text_is_derived_and_not_compared() -> None:
+    assert LOCAL.local_text == "10.77.0.2"
+    assert Receiver(IPv4Address("10.77.0.2")) == Receiver(IPv4Address("10.77.0.2"), None)
+    assert Settings().server.server_ip_text == ""
