@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -355,6 +355,9 @@ class Settings(BaseSettings):
         return self.lookup.hosts.get(mac)
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """What the policies read of `Settings` on every request, derived once per settings
@@ -371,19 +374,20 @@ class Lookup:
 
     def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """`Settings.subnet_for`."""
-        value = int(address)
-        for network, mask, entry in self.subnets[address.version]:
-            if value & mask == network:
-                return entry
-        return None
+        return _most_specific(self.subnets[address.version], address)
 
     def view_for(self, address: IPv4Address | IPv6Address) -> SubnetView | None:
         """`subnet_for`'s subnet as a SubnetView (the same walk, on the same table)."""
-        value = int(address)
-        for network, mask, view in self.views[address.version]:
-            if value & mask == network:
-                return view
-        return None
+        return _most_specific(self.views[address.version], address)
+
+
+def _most_specific(table: tuple[tuple[int, int, _T], ...], address: IPv4Address | IPv6Address) -> _T | None:
+    """The first (most specific) entry of a `Lookup` table whose network holds `address`."""
+    value = int(address)
+    for network, mask, entry in table:
+        if value & mask == network:
+            return entry
+    return None
 
 
 @dataclass(frozen=True, slots=True)
