@@ -66,25 +66,15 @@ def build(i: int, request: bool, distinct: bool, seed: int = 2) -> bytes:
     return bytes(p[: max(n, 300)])
 
 
-def _service_module() -> Any:
+_BEFORE_SERVE = {"service": "server"}  # a module's name before the serve/ package, where it differs
+
+
+def _module(name: str) -> Any:
+    """`proxydhcp.serve.<name>`, or where it lived in a checkout from before the serve/ package."""
     try:
-        return importlib.import_module("proxydhcp.serve.service")
+        return importlib.import_module(f"proxydhcp.serve.{name}")
     except ImportError:
-        return importlib.import_module("proxydhcp.server")
-
-
-def _endpoint_module() -> Any:
-    try:
-        return importlib.import_module("proxydhcp.serve.endpoint")
-    except ImportError:
-        return importlib.import_module("proxydhcp.endpoint")
-
-
-def _sockets_module() -> Any:
-    try:
-        return importlib.import_module("proxydhcp.serve.sockets")
-    except ImportError:
-        return importlib.import_module("proxydhcp.sockets")
+        return importlib.import_module(f"proxydhcp.{_BEFORE_SERVE.get(name, name)}")
 
 
 def main() -> None:
@@ -106,7 +96,7 @@ def main() -> None:
     from proxydhcp.config import Settings
     from proxydhcp.log import setup_logging
 
-    service_mod, endpoint_mod, sockets_mod = _service_module(), _endpoint_module(), _sockets_module()
+    service_mod, endpoint_mod, sockets_mod = (_module(n) for n in ("service", "endpoint", "sockets"))
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the log writer's stream, as serve's stderr
     setup_logging("text", "info")
     settings = Settings.model_validate(
