@@ -13,7 +13,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from proxydhcp.log import emit_fast, text_pairs, text_value
+from proxydhcp.log import emit_fast, is_bare, text_pairs, text_value
 from proxydhcp.outcome import Outcome, Reason, Stage
 
 # The members every answered record names, read once: on Python 3.11 an enum class's attribute goes
@@ -167,15 +167,14 @@ def _answer_text(rec: DecisionRecord) -> str | None:
         return None
     head, middle, tail = parts
     source = rec.source
-    # text_value's test for a bare value, made once for the per-client source and MAC (their
-    # concatenation has a space, a quote or an unprintable character if and only if one of them has),
-    # and inline for the destination: three calls a line fewer. The test above checks the result.
-    who = source + mac
-    if source and mac and who.isprintable() and " " not in who and '"' not in who:
+    # text_value's test for a bare value (log.is_bare), made once for the per-client source and MAC
+    # (their concatenation has a space, a quote or an unprintable character if and only if one of them
+    # has): one call a line instead of two. The test above checks the result.
+    if source and mac and is_bare(source + mac):
         who = f"source={source} mac={mac}"
     else:
         who = f"source={text_value(source)} mac={text_value(mac)}"
-    if not (destination and destination.isprintable() and " " not in destination and '"' not in destination):
+    if not is_bare(destination):
         # Quoted: a broadcast, the same few texts on every line of a DISCOVER storm.
         quoted = _QUOTED.get(destination)
         if quoted is None:

@@ -44,14 +44,17 @@ class StructuredFields(Protocol):
 Fields = Mapping[str, Any] | StructuredFields
 
 
+def is_bare(text: str) -> bool:
+    """Whether the text format writes `text` bare: not empty, no space or quote, nothing unprintable
+    (a client-chosen value with a newline must not forge a log line)."""
+    return bool(text) and text.isprintable() and " " not in text and '"' not in text
+
+
 def text_value(value: Any) -> str:
-    """A field value in the text format: bare, or JSON-quoted when empty, holding a space or quote, or
-    anything unprintable (a client-chosen value with a newline must not forge a log line)."""
+    """A field value in the text format: bare (`is_bare`), or else JSON-quoted."""
     text = value if type(value) is str else str(value)
     # encode_basestring_ascii(text) is exactly json.dumps(text), without the call overhead.
-    if text and text.isprintable() and " " not in text and '"' not in text:
-        return text
-    return encode_basestring_ascii(text)
+    return text if is_bare(text) else encode_basestring_ascii(text)
 
 
 def text_pairs(fields: Mapping[str, Any]) -> str:
