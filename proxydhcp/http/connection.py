@@ -90,7 +90,9 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _printable(text: str, limit: int = 64) -> str:
+def printable(text: str, limit: int = 64) -> str:
+    """A client-supplied text fit for a log line: cut to `limit`, control characters
+    escaped (repr-style), so that a newline cannot forge a line."""
     text = text[:limit]
     return text if text.isprintable() else repr(text)[1:-1]
 
@@ -233,10 +235,10 @@ class HttpConnection(asyncio.Protocol):
         parser, limits, headers = self.parser, self.limits, self.headers
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise _Refused(Status.VERSION_NOT_SUPPORTED, f"HTTP version {_printable(version)}")
+            raise _Refused(Status.VERSION_NOT_SUPPORTED, f"HTTP version {printable(version)}")
         raw = parser.get_method()
         request = Request(
-            _METHODS.get(raw) or _printable(raw.decode("latin-1"), 16),
+            _METHODS.get(raw) or printable(raw.decode("latin-1"), 16),
             self.url,
             version == "1.1",
             parser.should_keep_alive(),
@@ -346,7 +348,7 @@ class HttpConnection(asyncio.Protocol):
         if not request.method:
             with contextlib.suppress(httptools.HttpParserError, UnicodeDecodeError, AttributeError):
                 raw = self.parser.get_method()
-                request.method = _METHODS.get(raw) or _printable(raw.decode("latin-1"), 16)
+                request.method = _METHODS.get(raw) or printable(raw.decode("latin-1"), 16)
         request.target = self.url
         request.keep_alive = False
         request.error, request.reason = status, reason

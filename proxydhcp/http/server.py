@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from proxydhcp.http import wire, zerocopy
-from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request
+from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request, printable
 from proxydhcp.http.plan import (
     METHODS,
     Plan,
@@ -111,11 +111,6 @@ def _dual_stack_listener(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _printable(text: str, limit: int = 256) -> str:
-    text = text[:limit]
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 class HttpServer:
@@ -430,7 +425,7 @@ class HttpServer:
 
     @staticmethod
     def _name(request: Request) -> str:
-        return _printable(request.target.decode("utf-8", "backslashreplace"))
+        return printable(request.target.decode("utf-8", "backslashreplace"), 256)
 
     def _record(
         self,
