@@ -33,6 +33,7 @@ from typing import Any, Protocol, cast
 import httptools
 
 from proxydhcp.http.plan import Status
+from proxydhcp.untrusted import printable
 
 log = logging.getLogger("proxydhcp.http")
 
@@ -88,13 +89,6 @@ class _Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def printable(text: str, limit: int = 64) -> str:
-    """A client-supplied text fit for a log line: cut to `limit`, control characters
-    escaped (repr-style), so that a newline cannot forge a line."""
-    text = text[:limit]
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -235,7 +229,7 @@ class HttpConnection(asyncio.Protocol):
         parser, limits, headers = self.parser, self.limits, self.headers
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise _Refused(Status.VERSION_NOT_SUPPORTED, f"HTTP version {printable(version)}")
+            raise _Refused(Status.VERSION_NOT_SUPPORTED, f"HTTP version {printable(version, 64)}")
         raw = parser.get_method()
         request = Request(
             _METHODS.get(raw) or printable(raw.decode("latin-1"), 16),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from proxydhcp.http import wire, zerocopy
-from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request, printable
+from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request
 from proxydhcp.http.plan import (
     METHODS,
     Plan,
@@ -42,6 +42,7 @@ from proxydhcp.http.record import Outcome, RequestStats, hostport
 from proxydhcp.log import emit_fast
 from proxydhcp.tftp.files import Buffer, FileCache, ResolveCache, file_key, open_regular, resolve
 from proxydhcp.tftp.packet import ErrorCode, TftpError
+from proxydhcp.untrusted import printable
 
 log = logging.getLogger("proxydhcp.http")
 

@@ -62,12 +62,6 @@ TID_ERROR_INTERVAL = 1.0  # seconds between two ERROR 5 replies of one transfer,
 REPEAT_INTERVAL = 0.5  # seconds between two answers to a repeated RRQ, at least
 
 
-def printable(text: str) -> str:
-    """A client-supplied string fit for a text log line: control characters escaped (repr-style), so
-    that a file name holding a newline cannot forge a line."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
 class OwnSockets:
     """The addresses of this server's own sockets (listener and transfers): never answered, so that a
     spoofed source cannot make the server talk to itself in a loop."""

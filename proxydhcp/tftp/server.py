@@ -36,7 +36,6 @@ from proxydhcp.tftp.endpoint import (
     TransferStats,
     family_of,
     peer,
-    printable,
     sockaddr,
 )
 from proxydhcp.tftp.files import (
@@ -59,6 +58,7 @@ from proxydhcp.tftp.packet import (
     TftpError,
     decode,
 )
+from proxydhcp.untrusted import printable
 
 log = logging.getLogger("proxydhcp.tftp")
 

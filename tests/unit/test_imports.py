@@ -95,10 +95,27 @@ def test_a_cycle_is_found() -> None:
 
 
 def test_the_tftp_package_stands_alone() -> None:
-    """TFTP imports only its own modules, the package-wide errors and outcomes, and the event-loop
-    choice (a leaf on the standard library) its standalone command runs on."""
-    allowed = ("proxydhcp.tftp", "proxydhcp.errors", "proxydhcp.outcome", "proxydhcp.eventloop")
+    """TFTP imports only its own modules, the package-wide errors and outcomes, the event-loop choice
+    its standalone command runs on and the log-safe rendering of client text (`untrusted`, shared
+    with HTTP); the last two are leaves on the standard library."""
+    allowed = (
+        "proxydhcp.tftp",
+        "proxydhcp.errors",
+        "proxydhcp.outcome",
+        "proxydhcp.eventloop",
+        "proxydhcp.untrusted",
+    )
     for name, targets in _graph().items():
         if name.startswith("proxydhcp.tftp"):
             outside = {t for t in targets if not t.startswith(allowed)}
             assert not outside, f"{name} imports {sorted(outside)}"
+
+
+def test_the_shared_leaves_import_nothing_of_the_package() -> None:
+    """What TFTP may import besides itself stays a leaf (errors on outcome only), so that the
+    package's standing alone is not undone one step away."""
+    graph = _graph()
+    assert graph["proxydhcp.untrusted"] == set()
+    assert graph["proxydhcp.eventloop"] == set()
+    assert graph["proxydhcp.outcome"] == set()
+    assert graph["proxydhcp.errors"] == {"proxydhcp.outcome"}

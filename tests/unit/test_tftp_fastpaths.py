@@ -23,6 +23,7 @@ from proxydhcp.tftp.endpoint import OwnSockets, SocketPool, TransferStats
 from proxydhcp.tftp.options import NEGOTIATION_CACHE_SIZE, Negotiator, negotiate
 from proxydhcp.tftp.packet import OAck, Opcode, Request, decode
 from proxydhcp.tftp.server import TransferFields
+from proxydhcp.untrusted import printable
 
 A = ("127.0.0.1", 40001)
 B = ("127.0.0.1", 40002)
@@ -332,7 +333,7 @@ def test_transfer_fields_text_equals_text_pairs(
     name: str, duration: float, outcome: tuple[TransferOutcome, str], size: int
 ) -> None:
     stats = TransferStats(("10.0.0.7", 2070), name, size, 1468, 4, 2, duration, *outcome)
-    fields = TransferFields(stats, endpoint.printable(name))
+    fields = TransferFields(stats, printable(name))
     # The deferred fields render as the plain dict would, in both formats.
     for formatter in (TextFormatter, JsonFormatter):
         deferred = formatter.fast_line(1.5, "INFO", "proxydhcp.tftp", "sent", fields)
