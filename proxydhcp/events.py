@@ -245,3 +245,18 @@ def record(rec: DecisionRecord, exc_info: BaseException | None = None) -> None:
             sink(rec)
         except Exception:
             log.exception("metrics sink %r failed", sink)
+
+
+def record_error(*, port: int, iface: str, source: str, exc: Exception) -> None:
+    """Record a datagram whose handling raised (a bug, or a reply the kernel refused), in IPv4's and
+    IPv6's serve alike: an INTERNAL_ERROR record naming the exception, logged with its traceback."""
+    rec = DecisionRecord(
+        outcome=Outcome.ERROR,
+        stage=Stage.POLICY,
+        port=port,
+        iface=iface,
+        source=source,
+        reason=Reason.INTERNAL_ERROR,
+        detail=f"{type(exc).__name__}: {exc}",
+    )
+    record(rec, exc_info=exc)

@@ -29,9 +29,7 @@ from proxydhcp import eventloop, events, httpboot
 from proxydhcp.config import Settings, load_settings
 from proxydhcp.dhcp.delivery import dotted
 from proxydhcp.errors import ConfigError, ProxyDhcpError
-from proxydhcp.events import DecisionRecord
 from proxydhcp.log import emit_fast, flush_logs, setup_logging
-from proxydhcp.outcome import Outcome, Reason, Stage
 from proxydhcp.pxe import pipeline
 from proxydhcp.pxe.classify import DHCP_PORT, PXE_PORT
 from proxydhcp.pxe.pipeline import Answered
@@ -150,16 +148,7 @@ class ProxyDhcpService:
                 else:
                     endpoint.send(reply, dest, local.ancillary)
         except Exception as exc:
-            rec = DecisionRecord(
-                outcome=Outcome.ERROR,
-                stage=Stage.POLICY,
-                port=port,
-                iface=iface,
-                source=f"{source[0]}:{source[1]}",
-                reason=Reason.INTERNAL_ERROR,
-                detail=f"{type(exc).__name__}: {exc}",
-            )
-            events.record(rec, exc_info=exc)
+            events.record_error(port=port, iface=iface, source=f"{source[0]}:{source[1]}", exc=exc)
             return
         events.record(rec)
 

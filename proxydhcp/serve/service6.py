@@ -18,8 +18,6 @@ from ipaddress import IPv6Address, IPv6Network
 
 from proxydhcp import events
 from proxydhcp.config import Settings
-from proxydhcp.events import DecisionRecord
-from proxydhcp.outcome import Outcome, Reason, Stage
 from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
 from proxydhcp.pxe6.pipeline import Answered6, Source6, record6, run6, source_text
 from proxydhcp.pxe6.policy import Receiver6, interface_addresses6
@@ -219,15 +217,6 @@ class Dhcp6Service:
                     for delay in result.repeat:  # see pxe6.pipeline.REPEATS
                         loop.call_later(delay, endpoint.send, wire, result.destination, ancillary)
         except Exception as exc:
-            rec = DecisionRecord(
-                outcome=Outcome.ERROR,
-                stage=Stage.POLICY,
-                port=port,
-                iface=iface,
-                source=source_text(source),
-                reason=Reason.INTERNAL_ERROR,
-                detail=f"{type(exc).__name__}: {exc}",
-            )
-            events.record(rec, exc_info=exc)
+            events.record_error(port=port, iface=iface, source=source_text(source), exc=exc)
             return
         events.record(rec)

@@ -300,3 +300,29 @@ def test_the_reply_memo_answers_a_known_shape_and_forgets_it_when_settings_chang
     finally:
         endpoint.close()
         client.close()
+
+
+def test_a_bug_is_an_internal_error_record_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on IPv6 (test_service6): whatever raises in the datagram path becomes one ERROR record with
+    the exception named, and nothing is sent."""
+    from proxydhcp import events
+    from proxydhcp.outcome import Reason
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(pipeline, "run", broken)
+    svc = service.ProxyDhcpService(CONFIG)
+    svc.serving, svc.memo = True, None  # every datagram through the (broken) pipeline
+    endpoint = dhcp_endpoint.DhcpEndpoint(svc, LO, 67)  # no socket: a send would be dropped
+    seen: list[DecisionRecord] = []
+    events.add_sink(seen.append)
+    try:
+        svc.handle(endpoint, pxe_request(arch=0).encode(), ("0.0.0.0", 68))
+    finally:
+        events.remove_sink(seen.append)
+    (rec,) = seen
+    assert (rec.outcome, rec.stage, rec.reason, rec.port, rec.iface, rec.source) == (
+        Outcome.ERROR, Stage.POLICY, Reason.INTERNAL_ERROR, 67, "lo", "0.0.0.0:68",
+    )  # fmt: skip
+    assert rec.level == logging.ERROR and rec.reason_text == "internal error: KeyError: 'boom'"
