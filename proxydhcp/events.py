@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
+from proxydhcp.dhcp.arch import arch_name
 from proxydhcp.log import emit_fast, is_bare, text_pairs, text_value
 from proxydhcp.outcome import Outcome, Reason, Stage
 
@@ -124,6 +125,57 @@ def answer_record(
         server,
         destination,
         rule,
+    )
+
+
+class _Known(Protocol):
+    @property
+    def arch(self) -> int | None: ...
+
+
+class Refusal(Protocol):
+    """What a pipeline says of a datagram it does not answer: `pxe.pipeline.Ignored` (IPv4) and
+    `pxe6.pipeline.Ignored6` alike."""
+
+    @property
+    def stage(self) -> Stage: ...
+    @property
+    def reason(self) -> Reason: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def client(self) -> _Known | None: ...  # None: turned away before the policy
+
+
+def ignored_record(
+    ignored: Refusal,
+    *,
+    port: int,
+    iface: str,
+    source: str,
+    mac: str | None,
+    xid: int | None,
+    msg_type: str | None,
+    subnet: str | None,
+) -> DecisionRecord:
+    """The record of a datagram that gets no reply, for both protocol families: its outcome and level
+    are its reason's, the architecture is named when the client got that far. The caller gives what
+    its family's request says (`mac`, `xid`, `msg_type`: None when it did not decode) and the subnet
+    (or prefix) of a client the policy turned away."""
+    known = ignored.client
+    return DecisionRecord(
+        outcome=ignored.reason.outcome,
+        stage=ignored.stage,
+        port=port,
+        iface=iface,
+        source=source,
+        mac=mac,
+        xid=xid,
+        msg_type=msg_type,
+        arch=None if known is None or known.arch is None else arch_name(known.arch),
+        subnet=subnet,
+        reason=ignored.reason,
+        detail=ignored.detail,
     )
 
 

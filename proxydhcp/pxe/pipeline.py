@@ -13,12 +13,11 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import NamedTuple
 
 from proxydhcp.config import Settings
-from proxydhcp.dhcp.arch import arch_name
 from proxydhcp.dhcp.codes import MessageType
 from proxydhcp.dhcp.delivery import Destination, dotted, network_text, offer_destination, pxe_destination
 from proxydhcp.dhcp.packet import DhcpPacket
 from proxydhcp.errors import MalformedPacket
-from proxydhcp.events import DecisionRecord, answer_record
+from proxydhcp.events import DecisionRecord, answer_record, ignored_record
 from proxydhcp.outcome import Ignore, Reason, Stage
 from proxydhcp.pxe.classify import DHCP_PORT, ClientInfo, classify
 from proxydhcp.pxe.policy import BootDecision, Receiver, decide
@@ -128,21 +127,14 @@ def record(
             destination=result.destination.text(address),
             rule=decision.rule,
         )
-    request, known = result.request, result.client
-    arch = None
-    if known is not None and known.arch is not None:
-        arch = arch_name(known.arch)
-    return DecisionRecord(
-        outcome=result.reason.outcome,
-        stage=result.stage,
+    request = result.request
+    return ignored_record(
+        result,
         port=port,
         iface=iface,
         source=source,
         mac=None if request is None else request.mac,
         xid=None if request is None else request.xid,
         msg_type=None if request is None else message_type_name(request.message_type),
-        arch=arch,
         subnet=None if result.subnet is None else network_text(result.subnet),
-        reason=result.reason,
-        detail=result.detail,
     )

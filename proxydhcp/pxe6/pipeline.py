@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
 from proxydhcp.config import Settings
-from proxydhcp.dhcp.arch import arch_name
 from proxydhcp.dhcp6 import packet as dhcp6
 from proxydhcp.dhcp6.packet import MalformedDhcp6, Message, RelayMessage
-from proxydhcp.events import DecisionRecord
-from proxydhcp.outcome import Ignore, Outcome, Reason, Stage
+from proxydhcp.events import DecisionRecord, answer_record, ignored_record
+from proxydhcp.outcome import Ignore, Reason, Stage
 from proxydhcp.pxe6.classify import PXE6_PORT, Client6, classify6
 from proxydhcp.pxe6.policy import BootDecision6, Receiver6, decide6
 from proxydhcp.pxe6.reply import build_reply6, wrap_relay_reply
@@ -140,9 +139,7 @@ def record6(result: Answered6 | Ignored6, *, port: int, iface: str, source: str)
     """The decision record of one datagram's result (`source` is its `source_text`)."""
     if isinstance(result, Answered6):
         client, decision = result.client, result.decision
-        return DecisionRecord(
-            outcome=Outcome.ANSWER,
-            stage=Stage.SEND,
+        return answer_record(
             port=port,
             iface=iface,
             source=source,
@@ -158,17 +155,13 @@ def record6(result: Answered6 | Ignored6, *, port: int, iface: str, source: str)
         )
     request, known = result.request, result.client
     inner = None if request is None else _inner(request)
-    return DecisionRecord(
-        outcome=result.reason.outcome,
-        stage=result.stage,
+    return ignored_record(
+        result,
         port=port,
         iface=iface,
         source=source,
         mac=None if known is None else _who(known),
         xid=None if inner is None else inner.transaction_id,
         msg_type=None if inner is None else inner.type_name,
-        arch=None if known is None or known.arch is None else arch_name(known.arch),
         subnet=None if result.subnet is None else str(result.subnet),
-        reason=result.reason,
-        detail=result.detail,
     )

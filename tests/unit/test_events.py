@@ -122,3 +122,47 @@ def test_answer_record_equals_the_keyword_built_record() -> None:
     plain = DecisionRecord(outcome=Outcome.ANSWER, stage=Stage.SEND, **values)  # type: ignore[arg-type]
     assert built == plain and type(built) is DecisionRecord
     assert built._asdict() == plain._asdict()
+
+
+
+def test_ignored_records_of_both_families_follow_one_rule() -> None:
+    """events.ignored_record: IPv4's and IPv6's pipelines record a datagram they do not answer the same
+    way (outcome and level from the reason, the architecture named once the client was classified)."""
+    from ipaddress import IPv4Address, IPv4Network, IPv6Address
+
+    from proxydhcp.config import Settings
+    from proxydhcp.dhcp6.options import duid_ll
+    from proxydhcp.pxe import pipeline
+    from proxydhcp.pxe.policy import Receiver
+    from proxydhcp.pxe6 import pipeline as pipeline6
+    from proxydhcp.pxe6.policy import Receiver6
+    from tests.dhcp6_requests import edk2_solicit
+    from tests.unit.conftest import pxe_request
+
+    settings = Settings.model_validate(
+        {"boot": {"bios": "undionly.kpxe"}, "subnet": [{"cidr": "10.0.0.0/24"}, {"cidr": "2001:db8:1::/64"}]}
+    )  # no efi-x64 file: both turn the UEFI client away
+    v4 = pipeline.run(
+        pxe_request(arch=7).encode(), port=67, source=(IPv4Address(0), 68),
+        receiver=Receiver(IPv4Address("10.0.0.1"), IPv4Network("10.0.0.0/24")), settings=settings,
+    )  # fmt: skip
+    v6 = pipeline6.run6(
+        edk2_solicit(), port=547, source=("fe80::5054:ff:fe12:3456", 546, 0, 7),
+        receiver=Receiver6("eth0", ((IPv6Address("2001:db8:1::1"), 64),)), settings=settings,
+        server_duid=duid_ll(bytes(6)),
+    )  # fmt: skip
+    assert isinstance(v4, pipeline.Ignored) and isinstance(v6, pipeline6.Ignored6)
+    records = [
+        (pipeline.record(v4, port=67, iface="eth0", source="x"), "10.0.0.0/24"),
+        (pipeline6.record6(v6, port=547, iface="eth0", source="x"), "2001:db8:1::/64"),
+    ]
+    for rec, subnet in records:
+        assert (rec.outcome, rec.stage, rec.reason, rec.arch, rec.subnet) == (
+            Outcome.IGNORE, Stage.POLICY, Reason.NO_BOOT_FILE, "efi-x64", subnet,
+        )  # fmt: skip
+        assert rec.level == logging.INFO and rec.reason_text == "no boot file for efi-x64"
+    undecoded = events.ignored_record(
+        pipeline.Ignored(stage=Stage.DECODE, reason=Reason.TOO_SHORT, detail="packet too short"),
+        port=67, iface="eth0", source="x", mac=None, xid=None, msg_type=None, subnet=None,
+    )  # fmt: skip
+    assert (undecoded.outcome, undecoded.arch, undecoded.level) == (Outcome.MALFORMED, None, logging.DEBUG)
