@@ -1,8 +1,10 @@
-"""One bound DHCP socket (interface, logical port 67 or 4011) read straight by the event loop:
-datagrams drained in batches with `add_reader`, replies held per batch and queued when the kernel
-cannot take them, IP_PKTINFO telling which local address each request was sent to.
+"""One bound DHCP socket (interface, logical port 67 or 4011; 547 or 4011 on IPv6) read straight by
+the event loop: datagrams drained in batches with `add_reader`, replies held per batch and queued when
+the kernel cannot take them, the packet info telling which local address each request was sent to.
 
-No DHCP parsing here: each datagram goes to its handler's `handle` (the service, which runs the pipeline).
+`UdpEndpoint` is that socket handling, once for both families; `DhcpEndpoint` (here) adds what IPv4's
+IP_PKTINFO means, `service6.Dhcp6Endpoint` what IPv6's IPV6_PKTINFO means. No DHCP parsing here: each
+datagram goes to its handler's `handle` (the service, which runs the pipeline).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import collections
 import logging
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from ipaddress import IPv4Address
-from typing import NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from proxydhcp.pxe.policy import Receiver
-from proxydhcp.serve import sockets
+from proxydhcp.serve import sockets, sockets6
 
 __all__ = [
     "ANC_SIZE",
@@ -30,6 +33,7 @@ __all__ = [
     "DatagramHandler",
     "DhcpEndpoint",
     "Local",
+    "UdpEndpoint",
     "WarningLimiter",
 ]
 
@@ -41,9 +45,10 @@ log = logging.getLogger("proxydhcp.server")
 RECV_BATCH = 128
 SEND_BATCH = 16  # replies held at most while reading a batch: bounds the latency they add
 RECV_SIZE = 65535
-ANC_SIZE = socket.CMSG_SPACE(sockets.PKTINFO.size)  # room for one IP_PKTINFO per datagram
+# Room for one packet info per datagram: IP_PKTINFO, or on an IPv6 endpoint the larger IPV6_PKTINFO.
+ANC_SIZE = socket.CMSG_SPACE(max(sockets.PKTINFO.size, sockets6.IN6_PKTINFO.size))
 SEND_BACKLOG = 4096  # replies waiting for a full send buffer; past it they are dropped (clients retry)
-_LOCALS_MAX = 256  # distinct IP_PKTINFO values remembered per endpoint
+_LOCALS_MAX = 256  # distinct packet info values remembered per endpoint
 WARN_INTERVAL = 10.0  # seconds: at most one warning per endpoint, kind and errno in that time
 
 # sendmsg ancillary data: [] lets the kernel pick the source address; else IP_PKTINFO naming it.
@@ -58,33 +63,48 @@ class Local(NamedTuple):
     ancillary: Ancillary
 
 
-_Send = tuple[bytes, tuple[str, int], "Ancillary | None"]
+# A peer: (host, port) on IPv4, (host, port, flowinfo, scope_id) on IPv6, as recvmsg gives it.
+_Send = tuple[bytes, tuple[Any, ...], "Ancillary | None"]
 
 
-class DatagramHandler(Protocol):
-    """What an endpoint hands each datagram to (`server.ProxyDhcpService`); it must not raise."""
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
 
-    def handle(self, endpoint: DhcpEndpoint, data: bytes, source: tuple[str, int], local: Local) -> None: ...
+
+IfaceT = TypeVar("IfaceT", bound=_Named)
+LocalT = TypeVar("LocalT")
+LocalT_contra = TypeVar("LocalT_contra", contravariant=True)
 
 
-class DhcpEndpoint:
-    """One bound socket: (interface, logical port), read straight by the event loop.
+class DatagramHandler(Protocol[LocalT_contra]):
+    """What an endpoint hands each datagram to (`service.ProxyDhcpService`, `service6.Dhcp6Service`)
+    with its source and Local; it must not raise."""
+
+    def handle(self, endpoint: Any, data: bytes, source: Any, local: LocalT_contra) -> None: ...
+
+
+class UdpEndpoint(ABC, Generic[IfaceT, LocalT]):
+    """One bound socket: (interface, logical port), read straight by the event loop; IPv4's and
+    IPv6's, which differ only in what a datagram's packet info means (`set_interface`, `_local`).
 
     No DatagramProtocol: the loop calls `readable` when the socket has data, and it drains up to
     RECV_BATCH datagrams with recvmsg until EAGAIN, so a storm costs one wakeup per batch, not per
     packet; replies go out on the same socket (so by the receiving interface). A send the kernel
     cannot take now (EAGAIN) waits in a bounded queue for writability.
 
-    An interface may have several addresses: a request unicast to one of them (a 4011 REQUEST, a
-    relay's helper address) is answered as that address, in option 54 and as the IP source (iPXE
-    drops a ProxyDHCPACK whose 54 is not the server it asked). The socket's IP_PKTINFO tells each
-    datagram's destination; broadcasts get the interface's primary address.
+    Each datagram's packet info (the first ancillary item: IP_PKTINFO or IPV6_PKTINFO, the only one
+    the socket asks for) becomes its Local, whom it was addressed to, remembered per distinct value;
+    a datagram without one gets `default`.
     """
+
+    PEER = "%s:%d"  # how warnings name a peer (host, port, ...)
+    default: LocalT
 
     def __init__(
         self,
-        service: DatagramHandler,
-        iface: sockets.Interface,
+        service: DatagramHandler[LocalT],
+        iface: IfaceT,
         port: int,
         sock: socket.socket | None = None,
     ) -> None:
@@ -97,39 +117,21 @@ class DhcpEndpoint:
         self._backlog: collections.deque[_Send] = collections.deque()
         self._held: list[_Send] | None = None  # replies of the batch being read
 
-    def set_interface(self, iface: sockets.Interface) -> None:
-        """(Re)learn the interface's primary address (at start, on reload)."""
+    def set_interface(self, iface: IfaceT) -> None:
+        """(Re)learn the interface (at start, on reload); subclasses set `default` from it."""
         self.iface = iface
-        self.receiver = _receiver(iface)
-        self.default = Local(self.receiver, [])  # broadcasts: the primary address, the kernel's source
-        self._locals: dict[bytes, Local] = {}  # IP_PKTINFO bytes → Local: the same few repeat
-        self._addresses: dict[str, IPv4Address] = {}  # source text → address: relays and 0.0.0.0 repeat
+        self._locals: dict[bytes, LocalT] = {}  # packet info bytes → Local: the same few repeat
 
-    def address(self, text: str) -> IPv4Address:
-        """A datagram's source address (as recvmsg gives it) as the pipeline takes it; bounded."""
-        address = self._addresses.get(text)
-        if address is None:
-            if len(self._addresses) >= _LOCALS_MAX:
-                self._addresses.clear()
-            address = self._addresses[text] = IPv4Address(text)
-        return address
+    @abstractmethod
+    def _local(self, info: bytes) -> LocalT:
+        """The Local of a datagram whose packet info is `info`."""
 
-    def local_for(self, info: bytes) -> Local:
-        """The Local of a datagram whose IP_PKTINFO data is `info` (memoised: one dict lookup a packet)."""
+    def local_for(self, info: bytes) -> LocalT:
+        """The Local of a datagram whose packet info is `info` (memoised: one dict lookup a packet)."""
         local = self._locals.get(info)
         if local is not None:
             return local
-        address = sockets.unicast_destination(info)
-        if address is None:
-            local = self.default
-        else:
-            network = self.iface.network
-            receiver = (
-                self.receiver
-                if address == self.receiver.local_ip
-                else Receiver(address, network if network is not None and address in network else None)
-            )
-            local = Local(receiver, sockets.pktinfo_source(address))
+        local = self._local(info)
         if len(self._locals) >= _LOCALS_MAX:
             self._locals.clear()
         self._locals[info] = local
@@ -194,7 +196,7 @@ class DhcpEndpoint:
         for data, dest, ancillary in held:
             self.send(data, dest, ancillary)
 
-    def send(self, data: bytes, dest: tuple[str, int], ancillary: Ancillary | None = None) -> None:
+    def send(self, data: bytes, dest: tuple[Any, ...], ancillary: Ancillary | None = None) -> None:
         """Send now (held until the end of the batch when called from one), or queue behind earlier
         sends the kernel could not take yet; `ancillary` (Local.ancillary) sets the source address.
         Never raises."""
@@ -214,19 +216,26 @@ class DhcpEndpoint:
         except OSError as exc:
             self._send_failed(dest, exc)  # no route to a relay, an unreachable client: not fatal
 
-    def _send_failed(self, dest: tuple[str, int], exc: OSError) -> None:
+    def _send_failed(self, dest: tuple[Any, ...], exc: OSError) -> None:
         self.warnings.warn(
-            ("send", exc.errno), "%s:%d: send to %s:%d failed: %s", self.iface.name, self.port, *dest, exc
+            ("send", exc.errno),
+            f"%s:%d: send to {self.PEER} failed: %s",
+            self.iface.name,
+            self.port,
+            dest[0],
+            dest[1],
+            exc,
         )
 
-    def _queue(self, data: bytes, dest: tuple[str, int], ancillary: Ancillary | None) -> None:
+    def _queue(self, data: bytes, dest: tuple[Any, ...], ancillary: Ancillary | None) -> None:
         if len(self._backlog) >= SEND_BACKLOG:
             self.warnings.warn(
                 ("queue", 0),
-                "%s:%d: send queue full, reply to %s:%d dropped",
+                f"%s:%d: send queue full, reply to {self.PEER} dropped",
                 self.iface.name,
                 self.port,
-                *dest,
+                dest[0],
+                dest[1],
             )
             return
         if not self._backlog and self._loop is not None and self.sock is not None:
@@ -246,6 +255,44 @@ class DhcpEndpoint:
             backlog.popleft()
         if sock is not None and self._loop is not None:
             self._loop.remove_writer(sock.fileno())
+
+
+class DhcpEndpoint(UdpEndpoint[sockets.Interface, Local]):
+    """An IPv4 endpoint (interface, logical port 67 or 4011).
+
+    An interface may have several addresses: a request unicast to one of them (a 4011 REQUEST, a
+    relay's helper address) is answered as that address, in option 54 and as the IP source (iPXE
+    drops a ProxyDHCPACK whose 54 is not the server it asked). The socket's IP_PKTINFO tells each
+    datagram's destination; broadcasts get the interface's primary address.
+    """
+
+    def set_interface(self, iface: sockets.Interface) -> None:
+        """(Re)learn the interface's primary address (at start, on reload)."""
+        super().set_interface(iface)
+        self.receiver = _receiver(iface)
+        self.default = Local(self.receiver, [])  # broadcasts: the primary address, the kernel's source
+        self._addresses: dict[str, IPv4Address] = {}  # source text → address: relays and 0.0.0.0 repeat
+
+    def address(self, text: str) -> IPv4Address:
+        """A datagram's source address (as recvmsg gives it) as the pipeline takes it; bounded."""
+        address = self._addresses.get(text)
+        if address is None:
+            if len(self._addresses) >= _LOCALS_MAX:
+                self._addresses.clear()
+            address = self._addresses[text] = IPv4Address(text)
+        return address
+
+    def _local(self, info: bytes) -> Local:
+        address = sockets.unicast_destination(info)
+        if address is None:
+            return self.default
+        network = self.iface.network
+        receiver = (
+            self.receiver
+            if address == self.receiver.local_ip
+            else Receiver(address, network if network is not None and address in network else None)
+        )
+        return Local(receiver, sockets.pktinfo_source(address))
 
 
 class WarningLimiter:
@@ -281,7 +328,7 @@ class WarningLimiter:
         return True
 
 
-def _send(sock: socket.socket, data: bytes, dest: tuple[str, int], ancillary: Ancillary | None) -> None:
+def _send(sock: socket.socket, data: bytes, dest: tuple[Any, ...], ancillary: Ancillary | None) -> None:
     """One datagram out; `ancillary` (IP_PKTINFO) names the source address, else the kernel picks it."""
     if ancillary:
         sock.sendmsg((data,), ancillary, 0, dest)

@@ -9,9 +9,7 @@ Solicits from any number of DUIDs costs one pipeline run each and no memory.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import socket
 import time
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
@@ -22,113 +20,34 @@ from proxydhcp.pxe6.classify import DHCP6_PORT, PXE6_PORT
 from proxydhcp.pxe6.pipeline import Answered6, Source6, record6, run6, source_text
 from proxydhcp.pxe6.policy import Receiver6, interface_addresses6
 from proxydhcp.serve import sockets6
-from proxydhcp.serve.endpoint import RECV_BATCH, RECV_SIZE, SEND_BACKLOG, Ancillary, WarningLimiter
+from proxydhcp.serve.endpoint import Ancillary, UdpEndpoint
 from proxydhcp.serve.sockets import InterfaceError
 
 log = logging.getLogger("proxydhcp.server")
 
 REFRESH_INTERVAL = 2.0  # seconds between re-reads of addresses while an interface has no global one
-ANC_SIZE = socket.CMSG_SPACE(sockets6.IN6_PKTINFO.size)
 
 
 def ipv6_prefixes(settings: Settings) -> list[IPv6Network]:
     return [s.cidr for s in settings.subnet if isinstance(s.cidr, IPv6Network)]
 
 
-class Dhcp6Endpoint:
-    """One bound AF_INET6 socket (interface, logical port 547 or 4011), read by the loop in batches."""
+class Dhcp6Endpoint(UdpEndpoint[sockets6.Interface6, Ancillary]):
+    """One bound AF_INET6 socket (interface, logical port 547 or 4011), read by the loop in batches
+    (`serve.endpoint.UdpEndpoint`). A datagram's Local is the ancillary data its answer is sent with:
+    a unicast request (4011, a relay) is answered from the address it was sent to, a multicast
+    Solicit from the kernel's choice (link-local, on the client's link)."""
 
-    def __init__(
-        self, owner: Dhcp6Service, iface: sockets6.Interface6, port: int, sock: socket.socket
-    ) -> None:
-        self.owner = owner
-        self.port = port
-        self.sock: socket.socket | None = sock
-        self.warnings = WarningLimiter(log)
-        self.set_interface(iface)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._backlog: collections.deque[tuple[bytes, Source6, Ancillary]] = collections.deque()
+    PEER = "[%s]:%d"
 
     def set_interface(self, iface: sockets6.Interface6) -> None:
-        self.iface = iface
+        super().set_interface(iface)
         self.receiver = Receiver6(iface.name, interface_addresses6(iface.addresses))
+        self.default: Ancillary = []  # no IPV6_PKTINFO: the kernel picks the source
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self.sock is not None
-        self._loop = loop
-        loop.add_reader(self.sock.fileno(), self.readable)
-
-    def close(self) -> None:
-        sock, self.sock = self.sock, None
-        if sock is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-            self._loop.remove_writer(sock.fileno())
-        self._backlog.clear()
-        sock.close()
-
-    def readable(self) -> None:
-        for _ in range(RECV_BATCH):
-            sock = self.sock
-            if sock is None:
-                return
-            try:
-                data, anc, _, addr = sock.recvmsg(RECV_SIZE, ANC_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.warnings.warn(
-                    ("receive", exc.errno), "%s:%d: receive failed: %s", self.iface.name, self.port, exc
-                )
-                continue
-            self.owner.handle(self, data, addr, anc)
-
-    def send(self, data: bytes, dest: Source6, ancillary: Ancillary) -> None:
-        """Send now, or queue behind earlier sends the kernel could not take (a burst of answers
-        fills the socket buffer: EAGAIN); past SEND_BACKLOG they are dropped. Never raises."""
-        sock = self.sock
-        if sock is None:
-            return
-        if self._backlog:
-            self._queue(data, dest, ancillary)
-            return
-        try:
-            sock.sendmsg((data,), ancillary, 0, dest)
-        except (BlockingIOError, InterruptedError):
-            self._queue(data, dest, ancillary)
-        except OSError as exc:  # an unreachable client: it retransmits
-            self._failed(dest, exc)
-
-    def _failed(self, dest: Source6, exc: OSError) -> None:
-        self.warnings.warn(
-            ("send", exc.errno), "%s:%d: send to [%s]:%d failed: %s", self.iface.name, self.port,
-            dest[0], dest[1], exc,
-        )  # fmt: skip
-
-    def _queue(self, data: bytes, dest: Source6, ancillary: Ancillary) -> None:
-        if len(self._backlog) >= SEND_BACKLOG:
-            self.warnings.warn(
-                ("queue", 0), "%s:%d: send queue full, answer dropped", self.iface.name, self.port
-            )
-            return
-        if not self._backlog and self._loop is not None and self.sock is not None:
-            self._loop.add_writer(self.sock.fileno(), self._writable)
-        self._backlog.append((data, dest, ancillary))
-
-    def _writable(self) -> None:
-        sock, backlog = self.sock, self._backlog
-        while sock is not None and backlog:
-            data, dest, ancillary = backlog[0]
-            try:
-                sock.sendmsg((data,), ancillary, 0, dest)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._failed(dest, exc)
-            backlog.popleft()
-        if sock is not None and self._loop is not None:
-            self._loop.remove_writer(sock.fileno())
+    def _local(self, info: bytes) -> Ancillary:
+        address = sockets6.unicast_destination(info)
+        return [] if address is None else sockets6.source_ancillary(address, self.iface.index)
 
 
 class Dhcp6Service:
@@ -188,8 +107,9 @@ class Dhcp6Service:
             endpoint.close()
         self.endpoints.clear()
 
-    def handle(self, endpoint: Dhcp6Endpoint, data: bytes, source: Source6, ancdata: Ancillary) -> None:
-        """One datagram, start to finish. Never raises."""
+    def handle(self, endpoint: Dhcp6Endpoint, data: bytes, source: Source6, ancillary: Ancillary) -> None:
+        """One datagram, start to finish; `ancillary` sends its answer from the address it was sent to
+        (`Dhcp6Endpoint`). Never raises."""
         if not self._serving():
             return
         if not endpoint.receiver.addresses:
@@ -203,14 +123,6 @@ class Dhcp6Service:
             rec = record6(result, port=port, iface=iface, source=source_text(source))
             if isinstance(result, Answered6):
                 wire = result.reply.encode()
-                local = sockets6.destination_of(ancdata)
-                # A unicast request (4011, a relay) is answered from the address it was sent to; a
-                # multicast Solicit from the kernel's choice (link-local, on the client's link).
-                ancillary = (
-                    sockets6.source_ancillary(local, endpoint.iface.index)
-                    if local is not None and not local.is_multicast
-                    else []
-                )
                 endpoint.send(wire, result.destination, ancillary)
                 loop = self._loop
                 if loop is not None:

@@ -124,12 +124,13 @@ def open_udp6(port: int, iface: Interface6, *, join: IPv6Address | None = None) 
     return sock
 
 
-def destination_of(ancdata: list[tuple[int, int, bytes]]) -> IPv6Address | None:
-    """The address a datagram was sent to (IPV6_PKTINFO), or None."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= IN6_PKTINFO.size:
-            return IPv6Address(IN6_PKTINFO.unpack_from(data)[0])
-    return None
+def unicast_destination(info: bytes) -> IPv6Address | None:
+    """The local address a datagram was unicast to, from its IPV6_PKTINFO data; None when it was sent
+    to a multicast group (a Solicit to ff02::1:2) or the data is not an in6_pktinfo."""
+    if len(info) < IN6_PKTINFO.size:
+        return None
+    address = IPv6Address(IN6_PKTINFO.unpack_from(info)[0])
+    return None if address.is_multicast else address
 
 
 def source_ancillary(address: IPv6Address, ifindex: int) -> list[tuple[int, int, bytes]]:

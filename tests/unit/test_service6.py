@@ -63,3 +63,59 @@ def test_a_bug_is_an_internal_error_record_not_an_exception() -> None:
         Outcome.ERROR, Stage.POLICY, Reason.INTERNAL_ERROR, 547, "br0",
     )  # fmt: skip
     assert rec.level == logging.ERROR and rec.reason_text == "internal error: KeyError: 'boom'"
+
+
+class _Echo6:
+    """Stands in for Dhcp6Service: answers every datagram with its ancillary data, as the service does."""
+
+    def __init__(self) -> None:
+        self.ancillary: list[object] = []
+
+    def handle(self, endpoint: Dhcp6Endpoint, data: bytes, source: tuple[str, int, int, int],
+               ancillary: list[tuple[int, int, bytes]]) -> None:  # fmt: skip
+        self.ancillary.append(ancillary)
+        endpoint.send(b"re:" + data, source, ancillary)
+
+
+def test_the_endpoint_answers_a_burst_from_the_address_it_was_sent_to_on_loopback() -> None:
+    """Dhcp6Endpoint reads with IPV6_RECVPKTINFO: each unicast datagram's answer carries IPV6_PKTINFO
+    naming the address it was sent to (EDK II reads the 4011 Reply only from there), all of a burst
+    larger than a send batch are answered in order, and the Local is worked out once."""
+    import socket
+
+    from proxydhcp.serve import endpoint as dhcp_endpoint
+    from proxydhcp.serve import sockets6
+
+    lo = Interface6("lo", socket.if_nametoindex("lo"), None, ((IPv6Address("::1"), 128),))
+    sock = sockets6.open_udp6(0, lo)
+    client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    client.bind(("::1", 0))
+    client.settimeout(2)
+    echo = _Echo6()
+    endpoint = Dhcp6Endpoint(echo, lo, 4011, sock)  # type: ignore[arg-type]
+    try:
+        count = dhcp_endpoint.SEND_BATCH * 2 + 3
+        for n in range(count):
+            client.sendto(b"%d" % n, ("::1", sock.getsockname()[1]))
+        endpoint.readable()
+        answers = [client.recvfrom(64) for _ in range(count)]
+        assert [data for data, _ in answers] == [b"re:%d" % n for n in range(count)]
+        assert {peer[0] for _, peer in answers} == {"::1"}
+        assert echo.ancillary == [sockets6.source_ancillary(IPv6Address("::1"), lo.index)] * count
+        assert len(endpoint._locals) == 1
+    finally:
+        endpoint.close()
+        client.close()
+
+
+def test_a_multicast_destination_is_answered_from_the_kernels_choice() -> None:
+    from proxydhcp.serve import sockets6
+
+    info = sockets6.IN6_PKTINFO.pack(IPv6Address("ff02::1:2").packed, 7)
+    assert sockets6.unicast_destination(info) is None
+    assert sockets6.unicast_destination(info[:4]) is None  # not an in6_pktinfo
+    unicast = sockets6.IN6_PKTINFO.pack(IPv6Address("2001:db8:1::1").packed, 7)
+    assert sockets6.unicast_destination(unicast) == IPv6Address("2001:db8:1::1")
+    endpoint = _Sent(Dhcp6Service(lambda: SETTINGS, lambda: True))
+    assert endpoint.local_for(info) == [] == endpoint.default
+    assert endpoint.local_for(unicast) == sockets6.source_ancillary(IPv6Address("2001:db8:1::1"), 7)
