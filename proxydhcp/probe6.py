@@ -15,7 +15,7 @@ import select
 import socket
 import time
 from ipaddress import IPv6Address, IPv6Network
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from proxydhcp.dhcp.arch import HTTP_ARCHES, describe_arch
 from proxydhcp.dhcp6 import options
@@ -161,6 +161,17 @@ def _net(address: IPv6Address, prefixlen: int) -> IPv6Network:
     return IPv6Network(f"{address}/{prefixlen}", strict=False)
 
 
+def _url_server(message: Message) -> tuple[str, SplitResult, IPv6Address | None]:
+    """A message's Boot File URL (option 59) as text, its parts, and the IPv6 address it names (None
+    when its host is not one: a name, an IPv4 address, nothing)."""
+    url = (message.option(Opt.BOOTFILE_URL) or b"").decode("utf-8", "replace")
+    parts = urlsplit(url)
+    try:
+        return url, parts, IPv6Address((parts.hostname or "").partition("%")[0])
+    except ValueError:
+        return url, parts, None
+
+
 def probe6(iface: str, arch: int, mac: str | None = None, timeout: float = 5.0) -> ProbeResult:
     """Probe IPv6 network boot on `iface` as a client of architecture `arch`. Raises ProbeError."""
     found = {i.name: i for i in sockets6.interfaces6()}.get(iface)
@@ -174,11 +185,8 @@ def probe6(iface: str, arch: int, mac: str | None = None, timeout: float = 5.0) 
     proxies = [m for m in advertises if not m.has_option(Opt.IA_NA) and m.option(Opt.BOOTFILE_URL)]
     detail = ""
     for offer in proxies:
-        url = (offer.option(Opt.BOOTFILE_URL) or b"").decode("utf-8", "replace")
-        parts = urlsplit(url)
-        try:
-            server = IPv6Address((parts.hostname or "").partition("%")[0])
-        except ValueError:
+        url, parts, server = _url_server(offer)
+        if server is None:
             detail = f"the Boot File URL {url!r} does not name an IPv6 address"
             continue
         if p.http or parts.scheme != "tftp":
@@ -188,11 +196,8 @@ def probe6(iface: str, arch: int, mac: str | None = None, timeout: float = 5.0) 
         if reply is None:
             detail = f"no Reply from [{server}]:4011"
             continue
-        booted = (reply.option(Opt.BOOTFILE_URL) or b"").decode("utf-8", "replace")
-        target = urlsplit(booted)
-        try:
-            tftp_server = IPv6Address((target.hostname or "").partition("%")[0])
-        except ValueError:
+        booted, target, tftp_server = _url_server(reply)
+        if tftp_server is None:
             detail = f"the 4011 Reply's URL {booted!r} does not name an IPv6 address"
             continue
         size = p.tftp_size(tftp_server, target.path.lstrip("/"))
