@@ -18,6 +18,13 @@ TIMEOUT_S = 4.0
 ETHERNET_MTU = 1500
 BIOS_MAX_BLKSIZE = 1456  # Intel ROMs: PXE-E3F above this (PROTOCOL.md §4.1)
 
+
+def _unanswered_for_good(tries: int, last_ts: float, end: float) -> bool:
+    """Whether a request nothing answered is a failure rather than a capture cut short: the client
+    asked again, or the capture went on for TIMEOUT_S after its last try."""
+    return tries >= 2 or end - last_ts >= TIMEOUT_S
+
+
 # failure key → (BIOS code, UEFI code)
 PXE_ERRORS: dict[str, tuple[str | None, str | None]] = {
     "no-offer": ("PXE-E51", "PXE-E16"),
@@ -230,7 +237,7 @@ def _judge_ipxe_dhcp(client: Client, last: Transfer, marks: list[DhcpMark], end:
     asks = [r for r in client.req4011.values() if r.first_ts > last.last_ts]
     if asks and not any(r.answered for r in asks):
         r = max(asks, key=lambda q: q.count)
-        if r.count >= 2 or end - r.last_ts >= TIMEOUT_S:
+        if _unanswered_for_good(r.count, r.last_ts, end):
             resp = client.responders.get(r.server)
             if resp is not None and resp.address_granting and resp.pxe:
                 return Verdict(
@@ -319,7 +326,7 @@ def _judge_tftp(client: Client, t: Transfer, end: float) -> Verdict:
             "check the file size and the negotiated options (blksize, tsize) against the firmware",
         )
     if not t.answered:
-        if t.rrq_count >= 2 or end - t.last_ts >= TIMEOUT_S:
+        if _unanswered_for_good(t.rrq_count, t.last_ts, end):
             return _fail(
                 client,
                 "tftp-open-timeout",
@@ -399,7 +406,7 @@ def _judge_dhcp(client: Client, end: float) -> Verdict:
                 "answer port-4011 requests unicast to their source address and port (dnsmasq 2.92 had this "
                 "bug: upgrade to 2.93+)",
             )
-        if r.count >= 2 or end - r.last_ts >= TIMEOUT_S:
+        if _unanswered_for_good(r.count, r.last_ts, end):
             if resp is not None and resp.address_granting and resp.pxe:
                 return _fail(
                     client,
@@ -449,7 +456,7 @@ def _judge_offers(client: Client, end: float) -> Verdict:
     if client.discovers == 0 and not offered:
         return _incomplete("dhcp", "no DISCOVER from this client in the capture (it started later?)")
     if not offered:
-        if client.discovers >= 2 or end - client.last_ts >= TIMEOUT_S:
+        if _unanswered_for_good(client.discovers, client.last_ts, end):
             return _fail(
                 client,
                 "no-offer",
