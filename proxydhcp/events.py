@@ -161,21 +161,24 @@ def ignored_record(
     """The record of a datagram that gets no reply, for both protocol families: its outcome and level
     are its reason's, the architecture is named when the client got that far. The caller gives what
     its family's request says (`mac`, `xid`, `msg_type`: None when it did not decode) and the subnet
-    (or prefix) of a client the policy turned away."""
+    (or prefix) of a client the policy turned away. Built positionally, as `answer_record` (every
+    datagram of a busy LAN that is not PXE traffic comes here); `test_events` checks it equals the
+    keyword-built record."""
     known = ignored.client
+    reason = ignored.reason
     return DecisionRecord(
-        outcome=ignored.reason.outcome,
-        stage=ignored.stage,
-        port=port,
-        iface=iface,
-        source=source,
-        mac=mac,
-        xid=xid,
-        msg_type=msg_type,
-        arch=None if known is None or known.arch is None else arch_name(known.arch),
-        subnet=subnet,
-        reason=ignored.reason,
-        detail=ignored.detail,
+        reason.outcome,
+        ignored.stage,
+        port,
+        iface,
+        source,
+        mac,
+        xid,
+        msg_type,
+        None if known is None or known.arch is None else arch_name(known.arch),
+        subnet,
+        reason,
+        ignored.detail,
     )
 
 

@@ -125,6 +125,21 @@ def test_answer_record_equals_the_keyword_built_record() -> None:
 
 
 
+def test_ignored_record_equals_the_keyword_built_record() -> None:
+    # events.ignored_record builds positionally, as answer_record: every field must land in its place.
+    from types import SimpleNamespace
+
+    where = {"port": 4011, "iface": "eth0", "source": "10.0.0.9:4011", "mac": "52:54:00:00:00:01", "xid": 7,
+             "msg_type": "REQUEST", "subnet": "10.0.0.0/24"}  # fmt: skip
+    ignored = SimpleNamespace(stage=Stage.POLICY, reason=Reason.HOST_IGNORED, detail="52:54:00:00:00:01",
+                              client=SimpleNamespace(arch=7))  # fmt: skip
+    built = events.ignored_record(ignored, **where)  # type: ignore[arg-type]
+    plain = DecisionRecord(outcome=Outcome.IGNORE, stage=Stage.POLICY, reason=Reason.HOST_IGNORED,
+                           detail="52:54:00:00:00:01", arch="efi-x64", **where)  # type: ignore[arg-type]
+    assert built == plain and type(built) is DecisionRecord
+    assert built._asdict() == plain._asdict()
+
+
 def test_ignored_records_of_both_families_follow_one_rule() -> None:
     """events.ignored_record: IPv4's and IPv6's pipelines record a datagram they do not answer the same
     way (outcome and level from the reason, the architecture named once the client was classified)."""
