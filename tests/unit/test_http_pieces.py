@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,13 @@ async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
 @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
 def test_an_answer_kept_whole_is_the_answer_the_plain_path_sends(tmp_path: Path, method: bytes) -> None:
     """The same plain request again within a second gets the kept bytes (`_Answer`, one write): byte
-    for byte what the plain path sent; a file replaced under the same name is answered anew."""
+    for byte what the plain path sent; a file replaced under the same name is answered anew (at once
+    with `answer_recheck` 0; the bound itself: test_a_kept_answer_sees_a_change_within_its_bound)."""
     (tmp_path / "a.bin").write_bytes(b"first" * 100)
     request = method + b" /a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
 
     async def exchange() -> tuple[list[tuple[bytes, bytes]], bytes, int, int]:
-        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0))
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0, answer_recheck=0))
         answer_again = server._answer_again
 
         def counted(*args: Any) -> bool:
@@ -174,6 +176,38 @@ def test_an_answer_kept_whole_is_the_answer_the_plain_path_sends(tmp_path: Path,
     assert (b"first" * 100 in plain) == (method == b"GET")
     assert b"Content-Length: 1400" in replaced and (b"second, longer" * 100 in replaced) == (method == b"GET")
     assert requests == 1 + 2 * len(pairs) + 1
+
+
+def test_a_kept_answer_sees_a_change_within_its_bound(tmp_path: Path) -> None:
+    """A kept answer is sent again without a look at its file for `answer_recheck` seconds at most:
+    a file replaced under its name is answered anew by the first request after that bound (or
+    sooner, when the second of its Date has passed)."""
+    (tmp_path / "a.bin").write_bytes(b"first" * 100)
+    request = b"GET /a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    bound = 0.3
+
+    async def exchange() -> tuple[bytes, float, bytes]:
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0, answer_recheck=bound))
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for _ in range(3):
+                await _ask(reader, writer, request)  # read into the cache, then kept whole
+            (tmp_path / "new.bin").write_bytes(b"second, longer" * 100)
+            os.replace(tmp_path / "new.bin", tmp_path / "a.bin")
+            replaced = time.monotonic()
+            soon = await _ask(reader, writer, request)  # within the bound: old or new, never a mix
+            await asyncio.sleep(bound - (time.monotonic() - replaced) + 0.01)
+            waited = time.monotonic() - replaced
+            later = await _ask(reader, writer, request)
+            writer.close()
+            return soon, waited, later
+        finally:
+            await server.close()
+
+    soon, waited, later = asyncio.run(exchange())
+    assert soon.endswith(b"first" * 100) or soon.endswith(b"second, longer" * 100)
+    assert waited >= bound and b"Content-Length: 1400" in later and later.endswith(b"second, longer" * 100)
 
 
 def test_answers_kept_are_bounded_in_bytes(tmp_path: Path) -> None:
@@ -227,3 +261,4 @@ def test_http_metrics_kept_children_count_as_labels_would() -> None:
     assert value("proxydhcp_http_requests_total", method="other", status="405", outcome="refused") == 600
     assert value("proxydhcp_http_requests_total", method="GET", status="200", outcome="completed") == 600
     assert value("proxydhcp_http_sent_bytes_total") == 6000
+
