@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="the interpreter of the checkout to measure")
     ap.add_argument("--requests", type=int, default=4000, help="requests of the first count (then twice)")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--keep", type=Path, default=None, help="copy the callgrind dumps here (callgrind_annotate)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "ab"):
         if shutil.which(tool) is None:
@@ -78,6 +79,10 @@ def main() -> int:
                 trigger = f"Trigger: dump {name}"
                 dumps = [p for p in work.glob("cg.*") if trigger in p.read_text(errors="replace")[:4000]]
                 counts.append(totals(dumps[-1]))
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for dump in work.glob("cg.*"):
+                    shutil.copy(dump, args.keep / dump.name)
         finally:
             server.terminate()
             server.wait(60)
