@@ -3,7 +3,7 @@ callgrind: immune to the noise of a shared machine, so it judges a change to the
 wall-clock rounds of `bench.http` cannot (run as root, under the bench lock:
 `flock /tmp/proxydhcp-heavy.lock python3 -m bench.http_instructions ...`).
 
-    python3 -m bench.http_instructions [--python PY] [--requests 4000] [--log FILE]
+    python3 -m bench.http_instructions [--python PY] [--requests 2000] [--keep DIR]
 
 The server runs under valgrind (instrumentation off) and logs every request as `bench.http` has it do
 (to a file); a warm-up of 500 requests, then `ab -k -c 32` with N and 2 × N requests for one 4 KiB
@@ -32,9 +32,9 @@ from bench.tftp_instructions import totals
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", default=sys.executable, help="the interpreter of the checkout to measure")
-    ap.add_argument("--requests", type=int, default=4000, help="requests of the first count (then twice)")
+    ap.add_argument("--requests", type=int, default=2000, help="requests of the first count (then twice)")
     ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--keep", type=Path, default=None, help="copy the callgrind dumps here (callgrind_annotate)")
+    ap.add_argument("--keep", type=Path, default=None, help="copy the callgrind dumps here")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "ab"):
         if shutil.which(tool) is None:
