@@ -342,6 +342,8 @@ def test_a_head_kept_is_the_request_the_parser_makes(head: bytes) -> None:
     "chunks",
     [
         [b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n"] * 2,  # the connection ends: not kept
+        [b"GET /a HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"] * 2,  # no HTTP/1.1 after it
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /a HTTP/1.1\r\nBad header\r\n\r\n"],  # refused
         [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"] * 2,  # two in one piece
         [b"GET /a HTTP/1.1\r\nHost: x\r\n", b"\r\n"],  # a head in two pieces
         [b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n"] * 2,  # a body that looks like a CRLF
