@@ -5,6 +5,7 @@ worker, sendfile on), on loopback, in one run (issue 15).
     python3 -m bench.http --smoke    # seconds: small sizes, correctness only
     python3 -m bench.run [--smoke]   # runs this too, after the TFTP and proxy workloads
     python3 -m bench.http --baseline ../main   # adds proxydhcp@base: the server from another source tree
+    python3 -m bench.http --only small --rounds 3   # some workloads only (printed, not saved)
 
 Workloads: one 1 GiB download; 64 concurrent 64 MiB downloads; 2,000 requests for 4 KiB files at 32
 concurrent clients (ab -k, keep-alive; curl --parallel without ab or in the smoke run); and the
