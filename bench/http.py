@@ -5,13 +5,20 @@ worker, sendfile on), on loopback, in one run (issue 15).
     python3 -m bench.http --smoke    # seconds: small sizes, correctness only
     python3 -m bench.run [--smoke]   # runs this too, after the TFTP and proxy workloads
     python3 -m bench.http --baseline ../main   # adds proxydhcp@base: the server from another source tree
+    python3 -m bench.http --only small --rounds 3   # some workloads only (printed, not saved)
 
 Workloads: one 1 GiB download; 64 concurrent 64 MiB downloads; 2,000 requests for 4 KiB files at 32
-concurrent clients (curl --parallel, keep-alive); and the server's memory with 1,000 open keep-alive
-connections. Every transfer's status and size is checked (curl -w); the small files are compared
-byte for byte in the smoke run. Servers alternate within a round (the order rotates); each run gets a
-fresh server. Server CPU is the whole session's utime+stime (nginx master + worker, proxydhcp with
-its threads); CPU per GB is that over the bytes served, CPU per request that over the requests.
+concurrent clients (ab -k, keep-alive; curl --parallel without ab or in the smoke run); and the
+server's memory with 1,000 open keep-alive connections. Every transfer's status and size is checked
+(curl -w; ab counts a response of another length as failed); the small files are compared byte for
+byte in the smoke run. Downloads: servers alternate within a round (the order rotates); each run gets
+a fresh server. Small files: 2,000 requests last 35-70 ms, too short for one run to say anything on a
+shared machine, so each round starts every server once, warms each with one unmeasured run of the
+workload, then runs the same workload SMALL_REPEATS times on each, the servers taking turns run by
+run; a round's rate is the median of its runs, and each run's ratio to the nginx run beside it gives
+the spread. Server CPU is exact: each server runs in a cpuacct cgroup of its own (nginx master +
+worker, proxydhcp with its threads; the session's /proc ticks where the hierarchy is absent); CPU per
+GB is that over the bytes served, CPU per request that over the requests of the measured runs.
 Every server logs every request to a file. `--baseline DIR` runs a third server, proxydhcp from the
 source tree DIR (an older checkout, `git archive main | tar -x -C DIR`) with this interpreter, in the
 same rounds, so that a change is measured against its base on the same machine at the same time.
@@ -35,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.run import proc_mem, session_cpu
+from bench.run import CpuGroup, proc_mem
 
 MIB = 1 << 20
 BENCH = Path(__file__).resolve().parent
@@ -43,6 +50,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CURL = shutil.which("curl") or "curl"
 AB = shutil.which("ab")  # Debian apache2-utils: a C client that does not limit small-file rates as curl does
 SMALL_FILES = 64  # distinct 4 KiB files, requested round-robin
+SMALL_REPEATS = 9  # measured runs of the small-file workload per server and round (after one warm-up)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class Run:
     ok: int = 0
     total: int = 0
     errors: list[str] = field(default_factory=list)
+    runs: list[float] = field(default_factory=list)  # small files: each measured run's rate, in order
 
     @property
     def cpu_per_gb(self) -> float:
@@ -131,6 +140,7 @@ class Server:
         self.source = source or BENCH.parent  # the source tree a proxydhcp server runs from
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.group = CpuGroup()
 
     def argv(self) -> list[str]:
         if self.name.startswith("proxydhcp"):
@@ -163,10 +173,14 @@ http {{
     def __enter__(self) -> Server:
         log = (self.work / f"{self.name}.log").open("ab")
         env = {**os.environ, "PYTHONPATH": str(self.source)}
-        self.proc = subprocess.Popen(
-            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-            cwd=self.source,
-        )  # fmt: skip
+        try:
+            self.proc = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                cwd=self.source, preexec_fn=self.group.enter,
+            )  # fmt: skip
+        except BaseException:
+            self.group.remove()
+            raise
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
@@ -174,6 +188,7 @@ http {{
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
+        self.__exit__()
         raise RuntimeError(
             f"{self.name} did not start: {(self.work / (self.name + '.log')).read_text()[-500:]}"
         )
@@ -187,10 +202,11 @@ http {{
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+        self.group.remove()
 
     def cpu(self) -> float:
         assert self.proc is not None
-        return session_cpu(self.proc.pid)
+        return self.group.seconds(self.proc.pid)
 
     def rss_kib(self) -> int:
         """Resident memory of the server's processes (nginx: master + worker)."""
@@ -270,6 +286,27 @@ def run_ab(server: Server, w: HttpWorkload) -> Run:
     return result
 
 
+def run_small(servers: list[Server], w: HttpWorkload, repeats: int) -> dict[str, Run]:
+    """One round of the small-file workload on servers already running: one unmeasured warm-up run
+    each, then `repeats` measured runs each, the servers taking turns run by run. A server's Run: the
+    median rate of its runs (`runs` keeps each), the CPU and requests of all of them."""
+    for server in servers:
+        run_ab(server, w)  # warm-up: connections, caches, the interpreter's specialisation
+    out = {server.name: Run(total=w.count * repeats) for server in servers}
+    for _ in range(repeats):
+        for server in servers:
+            one = run_ab(server, w)
+            result = out[server.name]
+            result.runs.append(one.rate)
+            result.cpu_s += one.cpu_s
+            result.ok += one.ok
+            result.bytes += one.bytes
+            result.errors += one.errors
+    for result in out.values():
+        result.rate = statistics.median(result.runs) if not result.errors else 0.0
+    return out
+
+
 def idle_memory(server: Server, connections: int) -> tuple[int, int]:
     """RSS (KiB) before and with `connections` open keep-alive connections, each after one request."""
     before = server.rss_kib()
@@ -306,9 +343,14 @@ def workdir(path: Path | None) -> Iterator[Path]:
 
 
 def bench(
-    smoke: bool, rounds: int, work: Path, root: Path, baseline: Path | None = None
+    smoke: bool,
+    rounds: int,
+    work: Path,
+    root: Path,
+    baseline: Path | None = None,
+    only: set[str] | None = None,
 ) -> tuple[dict[str, dict[str, list[Run]]], dict[str, tuple[int, int]], list[HttpWorkload]]:
-    wls = workloads(smoke)
+    wls = [w for w in workloads(smoke) if only is None or w.key.removeprefix("http-") in only]
     make_root(root, wls)
     warm(root)
     names = ["proxydhcp", "nginx"] + ([BASE] if baseline is not None else [])
@@ -316,15 +358,15 @@ def bench(
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for w in wls:
+            if w.small and AB is not None and not smoke:
+                small_round(r, order, w, work, root, baseline, res)
+                continue
             for name in order:
                 sdir = work / f"{name}-r{r}-{w.key}"
                 sdir.mkdir(parents=True, exist_ok=True)
                 try:
                     with Server(name, root, sdir, baseline if name == BASE else None) as server:
-                        if w.small and AB is not None and not smoke:
-                            one = run_ab(server, w)
-                        else:
-                            one = run_curl(server, w, sdir, verify=smoke)
+                        one = run_curl(server, w, sdir, verify=smoke)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     one = Run(total=w.count, errors=[str(exc)])
                 res[w.key][name].append(one)
@@ -338,7 +380,7 @@ def bench(
                 )
     conns = 100 if smoke else 1000
     memory: dict[str, tuple[int, int]] = {}
-    for name in names:
+    for name in names if only is None else []:
         sdir = work / f"{name}-idle"
         sdir.mkdir(parents=True, exist_ok=True)
         with Server(name, root, sdir, baseline if name == BASE else None) as server:
@@ -348,28 +390,76 @@ def bench(
     return res, memory, wls
 
 
+def small_round(
+    r: int, order: list[str], w: HttpWorkload, work: Path, root: Path, baseline: Path | None,
+    res: dict[str, dict[str, list[Run]]],
+) -> None:  # fmt: skip
+    """Round `r` of the small-file workload: every server started once, `run_small`, then stopped."""
+    with contextlib.ExitStack() as stack:
+        try:
+            servers = []
+            for name in order:
+                sdir = work / f"{name}-r{r}-{w.key}"
+                sdir.mkdir(parents=True, exist_ok=True)
+                server = Server(name, root, sdir, baseline if name == BASE else None)
+                servers.append(stack.enter_context(server))
+            runs = run_small(servers, w, SMALL_REPEATS)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            runs = {name: Run(total=w.count * SMALL_REPEATS, errors=[str(exc)]) for name in order}
+    for name in order:
+        one = runs[name]
+        res[w.key][name].append(one)
+        status = "ok" if not one.errors else "FAIL " + "; ".join(one.errors[:2])
+        print(
+            f"round {r + 1} {w.key:10} {name:14} {one.rate:9.1f} req/s (median of {len(one.runs)}: "
+            f"{min(one.runs, default=0):.0f}-{max(one.runs, default=0):.0f}) {one.ok}/{one.total} "
+            f"cpu {one.cpu_s:6.3f} s ({one.cpu_per_request:5.1f} us/req)  {status}",
+            flush=True,
+        )
+
+
+def spread(runs: list[Run], nginx: list[Run]) -> tuple[float, float]:
+    """The lowest and highest ratio of a single small-file run to the nginx run beside it."""
+    pairs = [zip(a.runs, b.runs, strict=False) for a, b in zip(runs, nginx, strict=True)]
+    ratios = [x / n for round_pairs in pairs for x, n in round_pairs if n]
+    return (min(ratios), max(ratios)) if ratios else (0.0, 0.0)
+
+
 def report(res: dict[str, dict[str, list[Run]]], memory: dict[str, tuple[int, int]], wls: list[HttpWorkload],
            smoke: bool, rounds: int) -> str:  # fmt: skip
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    repeated = not smoke and AB is not None
+    small_method = (
+        f" Small files: in each round every server runs the workload once unmeasured, then {SMALL_REPEATS} "
+        "times measured, the servers taking turns run by run; a round's rate is the median of its runs, "
+        "its ratio that of the two medians; spread: the lowest and highest ratio of a single run to the "
+        "nginx run beside it."
+        if repeated
+        else ""
+    )
     lines = [
         f"## HTTP: proxydhcp vs nginx — {stamp}{' (smoke)' if smoke else ''}",
         "",
         f"Loopback, {rounds} round(s), medians; nginx {_nginx_version()} one worker, sendfile on; "
-        f"clients: curl --parallel for downloads, {'curl' if smoke or AB is None else 'ab -k'} for small "
-        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes; CPU per request (small "
-        "files): server user+system µs per complete download; ratio: of the medians (per round in brackets).",
+        f"clients: curl --parallel for downloads, {'ab -k' if repeated else 'curl'} for small "
+        "files (keep-alive). CPU per GB: server user+system seconds per 10^9 bytes (cpuacct cgroup); CPU per "
+        "request (small files): server user+system µs per complete download; ratio: median of the per-round "
+        f"ratios (per round in brackets).{small_method}",
         "",
         "| workload | server | rate | ratio to nginx | CPU s/GB | CPU µs/request | complete |",
         "|---|---|---|---|---|---|---|",
     ]
     for w in wls:
         unit = "req/s" if w.small else "MB/s"
-        nrate = _med([x.rate for x in res[w.key]["nginx"]])
+        nginx = res[w.key]["nginx"]
         for name, runs in res[w.key].items():
             rate = _med([x.rate for x in runs])
-            pairs = zip(runs, res[w.key]["nginx"], strict=True)
-            per_round = ", ".join(f"{x.rate / n.rate:.2f}" for x, n in pairs if n.rate)
-            ratio = f"{rate / nrate:.2f}x" + (f" ({per_round})" if len(runs) > 1 else "") if nrate else "-"
+            ratios = [x.rate / n.rate for x, n in zip(runs, nginx, strict=True) if n.rate]
+            per_round = ", ".join(f"{q:.2f}" for q in ratios)
+            ratio = f"{_med(ratios):.2f}x" + (f" ({per_round})" if len(runs) > 1 else "") if ratios else "-"
+            if ratios and any(x.runs for x in runs):
+                low, high = spread(runs, nginx)
+                ratio += f"; single runs {low:.2f}-{high:.2f}"
             per_request = f"{_med([x.cpu_per_request for x in runs]):.1f}" if w.small else "-"
             lines.append(
                 f"| {w.title} | {name} | {rate:.0f} {unit} | {'1' if name == 'nginx' else ratio} | "
@@ -380,7 +470,7 @@ def report(res: dict[str, dict[str, list[Run]]], memory: dict[str, tuple[int, in
         "",
         "| memory (RSS) | idle | with open keep-alive connections | per connection |",
         "|---|---|---|---|",
-    ]
+    ] if memory else []  # fmt: skip
     conns = 100 if smoke else 1000
     for name, (before, after) in memory.items():
         lines.append(f"| {name} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB ({conns}) | "
@@ -411,13 +501,15 @@ def run(
     out: Path | None = None,
     work: Path | None = None,
     baseline: Path | None = None,
+    only: set[str] | None = None,
 ) -> tuple[str, bool]:
-    """The whole HTTP bench: (markdown, every transfer complete and correct)."""
+    """The whole HTTP bench, or the workloads in `only` (large, many, small; no memory figures):
+    (markdown, every transfer complete and correct)."""
     if not Path(NGINX).exists():
         return "## HTTP: nginx is not installed (Debian nginx-light): skipped\n", True
     with workdir(work) as w:
         root = w / "root"
-        res, memory, wls = bench(smoke, rounds or (1 if smoke else 3), w, root, baseline)
+        res, memory, wls = bench(smoke, rounds or (1 if smoke else 3), w, root, baseline, only)
     md = report(res, memory, wls, smoke, rounds or (1 if smoke else 3))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -435,10 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="keep files and logs here (default: a temp dir)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="also run proxydhcp from this source tree (proxydhcp@base)")  # fmt: skip
+    ap.add_argument("--only", default=None,
+                    help="workloads, comma-separated: large, many, small (printed, not saved)")  # fmt: skip
     args = ap.parse_args(argv)
+    only = None if args.only is None else {key.strip() for key in args.only.split(",")}
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
-    out = None if args.smoke else BENCH / "results" / f"http-{stamp}.md"
-    md, ok = run(args.smoke, args.rounds, out, args.work, args.baseline)
+    out = None if args.smoke or only is not None else BENCH / "results" / f"http-{stamp}.md"
+    md, ok = run(args.smoke, args.rounds, out, args.work, args.baseline, only)
     print(md)
     if out is not None:
         print(f"bench.http: written {out}")

@@ -38,6 +38,8 @@ from proxydhcp.untrusted import printable
 log = logging.getLogger("proxydhcp.http")
 
 MAX_PIPELINED = 64  # requests waiting behind an answer in flight; past that the connection is reset
+HEADS_KEPT = 256  # request heads whose parse is kept (`ConnectionGuard.heads`), cleared when full
+HEAD_KEPT_SIZE = 2048  # bytes of a head at most, to be kept
 # struct tcp_info (linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120 (Linux >= 4.1).
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = struct.Struct("=Q")
@@ -76,6 +78,13 @@ class Request:
         self.error: Status | None = None
         self.reason = ""
 
+    def copy(self) -> Request:
+        """A request of its own with the same head (an answer may change its `keep_alive`)."""
+        twin = Request(self.method, self.target, self.http11, self.keep_alive)
+        twin.range, twin.if_modified_since, twin.if_range = self.range, self.if_modified_since, self.if_range
+        twin.error, twin.reason = self.error, self.reason
+        return twin
+
 
 class Responder(Protocol):
     """The server's side: answer `request` on `conn` now (None), or return the coroutine that will
@@ -95,8 +104,10 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "acked",
         "admitted",
+        "clean",
         "client",
         "closing",
+        "completed",
         "current",
         "eof",
         "guard",
@@ -146,6 +157,8 @@ class HttpConnection(asyncio.Protocol):
         self.pending: Request | None = None  # the head being parsed
         self.current: Request | None = None  # the request its task answers
         self.spent = False  # the parser has stopped (an error or an upgrade): read no more
+        self.clean = True  # the parser is between messages, holding no byte of the next one
+        self.completed = 0  # requests parsed
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -164,8 +177,19 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or self.spent:
             return
+        clean = self.clean
+        if clean:
+            known = self.guard.heads.get(data)
+            if known is not None:
+                # These very bytes, parsed from this state before, were one whole request and left
+                # the parser as it was: that request again, without the parser (`ConnectionGuard`).
+                self.queue.append(known.copy())
+                self.pump()
+                return
+        completed = self.completed
         if self.in_head:
             self.head_size += len(data)
+        self.clean = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -184,6 +208,12 @@ class HttpConnection(asyncio.Protocol):
         if self.in_head and self.head_size > self.limits.max_head_size:
             self._refuse(Status.HEADER_FIELDS_TOO_LARGE, "request head too large")
             return
+        if self.completed != completed and self.in_head and data.endswith(b"\r\n\r\n"):
+            # A request ended with these bytes (a head ends at its first empty line; a body would
+            # leave `in_head` False): the parser is between messages again.
+            self.clean = True
+            if clean and self.completed == completed + 1 and self.queue and len(data) <= HEAD_KEPT_SIZE:
+                self.guard.keep_head(data, self.queue[-1])
         self.pump()
 
     def eof_received(self) -> bool | None:
@@ -268,6 +298,7 @@ class HttpConnection(asyncio.Protocol):
         self.url = b""
         self.in_head = True  # what comes next is the next request's head
         self.head_size = 0
+        self.completed += 1
         if len(self.queue) >= MAX_PIPELINED:
             log.debug("closing the connection from %s: more than %d pipelined requests",
                       _hostport(self.client), MAX_PIPELINED)  # fmt: skip
@@ -390,6 +421,13 @@ class ConnectionGuard:
         self.limits = limits
         self.counts = counts
         self.connections: set[HttpConnection] = set()
+        # The bytes of a whole request head, as a client sent them in one piece → its parse. A client
+        # repeats its head byte for byte (the same file again; and every machine of a boot storm
+        # sends the same), so the parser and its four callbacks run once per distinct head. Kept
+        # only for a keep-alive request parsed with nothing before it and nothing after it (the
+        # parser where it started), and used only from that state: the parse is a function of the
+        # bytes and the limits. Heads come from clients: bounded in number and size, cleared when full.
+        self.heads: dict[bytes, Request] = {}
         self.tick = max(0.05, min(1.0, limits.head_timeout / 4, limits.send_timeout / 4))
         self._timer: asyncio.TimerHandle | None = None
 
@@ -403,6 +441,12 @@ class ConnectionGuard:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
         return True
+
+    def keep_head(self, data: bytes, request: Request) -> None:
+        if request.keep_alive and request.error is None:
+            if len(self.heads) >= HEADS_KEPT:
+                self.heads.clear()
+            self.heads[data] = request.copy()
 
     def forget(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxydhcp.log import text_value
@@ -49,6 +49,9 @@ class RequestStats:
     duration: float
     outcome: Outcome
     reason: str = ""
+    # `_texts()` once looked up: the message is asked for when the request is recorded, the fields
+    # when its line is written.
+    texts: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def mb_per_s(self) -> float:
@@ -85,6 +88,9 @@ class RequestStats:
         return out
 
     def _texts(self) -> tuple[str, str]:
+        texts = self.texts
+        if texts is not None:
+            return texts
         key = (self.client, self.method, self.filename, self.status, self.bytes)
         texts = _TEXTS.get(key)
         if texts is None:
@@ -96,6 +102,7 @@ class RequestStats:
                 f"client={client} method={text_value(self.method)} file={text_value(self.filename)} "
                 f"status={self.status} bytes={self.bytes} duration=",
             )
+        self.texts = texts
         return texts
 
 
@@ -104,7 +111,7 @@ def round4_text(value: float) -> str:
     if 0.0 < value < 1e10:
         if value < 0.0000499:  # below 0.00005, which rounds to 0 (a small file's answer, most often)
             return "0.0"
-        text = f"{value:.4f}"
+        text = "%.4f" % value  # noqa: UP031 (format(value, ".4f") at 3/5 of the cost: no spec to parse)
         return text if text[-1] != "0" else _trimmed(text)
     return str(round(value, 4))
 
@@ -112,7 +119,7 @@ def round4_text(value: float) -> str:
 def round2_text(value: float) -> str:
     """`str(round(value, 2))`, at half the cost (see `_trimmed`)."""
     if 0.0 < value < 1e12:
-        text = f"{value:.2f}"
+        text = "%.2f" % value  # noqa: UP031 (format(value, ".2f"), as above)
         return text if text[-1] != "0" else _trimmed(text)
     return str(round(value, 2))
 

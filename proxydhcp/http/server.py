@@ -50,12 +50,17 @@ STOP_GRACE = 2.0
 ONE_WRITE = 64 * 1024  # a cached body up to this size is joined to its head (one write, one copy)
 HEADS_KEPT = 1024
 HEADS_BYTES = 4 * 1024 * 1024  # bytes of answers kept whole for their next asking (`_Answer`)
+ANSWER_RECHECK = 0.1  # seconds a kept answer is sent again before its file is looked at anew
+# The members every request uses, as plain names: in Python 3.11 an enum class's attribute goes
+# through EnumType.__getattr__'s slow hook (~850 instructions each, four per small request).
+_OK, _COMPLETED, _ERROR, _TIMEOUT = Status.OK, Outcome.COMPLETED, Outcome.ERROR, Outcome.TIMEOUT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Answer:
     """A plain 200 answer to a small cached file, as sent: valid for the same file (`key`) within the
-    same wall-clock second (its Date)."""
+    same wall-clock second (its Date); the name is walked again (`ResolveCache.stat`) when the last
+    look (`checked`, monotonic) is `HttpConfig.answer_recheck` seconds old or more."""
 
     name: str
     key: tuple[int, int, int, int]
@@ -63,6 +68,7 @@ class _Answer:
     wire: bytes  # head and body (a GET) or head alone (HEAD), ready for one write
     sent: int  # bytes of body in `wire`
     shown: str  # the target as the log record shows it
+    checked: float
 
 
 @dataclass
@@ -84,6 +90,9 @@ class HttpConfig:
     memory_file: int = 1024 * 1024
     """Files up to this size are served from the shared in-memory cache, bigger ones with sendfile."""
     cache_bytes: int = 64 * 1024 * 1024
+    answer_recheck: float = ANSWER_RECHECK
+    """Seconds a plain answer kept whole (`_Answer`) is sent again without looking at its file; a
+    change on disk is seen within them (as nginx's open_file_cache_valid). 0: look every time."""
 
 
 @dataclass
@@ -135,6 +144,7 @@ class HttpServer:
         self._root = os.path.realpath(config.root)
         self._names = ResolveCache(self._root)
         self._memory_file = config.memory_file
+        self._recheck = config.answer_recheck
         # (target, keep-alive, HTTP/1.1, method) → the whole answer last sent for a plain request (no
         # Range or condition) of a small cached file; bounded in number and bytes, cleared when full.
         self._answers: dict[tuple[bytes, bool, bool, str], _Answer] = {}
@@ -208,8 +218,8 @@ class HttpServer:
                 data = self.cache.get(file_key(st))
                 if data is not None:
                     decided = self._plan(request, st)
-                    sent = self._write_memory(conn, request, decided, data, name, st)
-                    self._record(conn, request, decided.status, sent, started, Outcome.COMPLETED)
+                    sent = self._write_memory(conn, request, decided, data, name, st, started)
+                    self._record(conn, request, decided.status, sent, started, _COMPLETED)
                     return None
             try:
                 fd, st = open_regular(resolve(self._root, name))
@@ -256,18 +266,21 @@ class HttpServer:
         )
 
     def _answer_again(self, conn: HttpConnection, request: Request, known: _Answer, started: float) -> bool:
-        """The answer sent for this very request a moment ago, if it still holds: the name still leads
-        to the same file (ResolveCache re-walks it: same device, inode, ctime; and the same mtime and
-        size as the bytes kept) and the Date is the same second. One write of bytes ready to go."""
+        """The answer sent for this very request a moment ago, if it still holds: the Date is the same
+        second, and the name still leads to the same file (ResolveCache re-walks it: same device,
+        inode, ctime; and the same mtime and size as the bytes kept) when it was last seen to more
+        than `answer_recheck` seconds ago. One write of bytes ready to go."""
         if known.second != int(time.time()):
             return False
-        st = self._names.stat(known.name, started)
-        if st is None or (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) != known.key:
-            return False
+        if started - known.checked >= self._recheck:
+            st = self._names.stat(known.name, started)
+            if st is None or (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) != known.key:
+                return False
+            known.checked = started
         transport = conn.transport
         assert transport is not None
         transport.write(known.wire)
-        self._record(conn, request, Status.OK, known.sent, started, Outcome.COMPLETED, "", known.shown)
+        self._record(conn, request, _OK, known.sent, started, _COMPLETED, "", known.shown)
         return True
 
     def _write_memory(
@@ -278,15 +291,17 @@ class HttpServer:
         data: Buffer | None,
         name: str = "",
         st: os.stat_result | None = None,
+        seen: float = 0.0,
     ) -> int:
         """Head and (when there is one) body from `data`, in one write for small ones; bytes of body.
-        With `name` and `st` (a plain request for a cached file), the head is kept for the next time."""
+        With `name` and `st` (a plain request for a cached file; its lstat at `seen`, monotonic), the
+        answer is kept for the next time."""
         transport = conn.transport
         assert transport is not None
         now = time.time()
         head = self._head(request, decided, now)
-        if st is not None and decided.status is Status.OK:
-            self._remember(request, name, st, head, data if decided.body else None, now)
+        if st is not None and decided.status is _OK:
+            self._remember(request, name, st, head, data if decided.body else None, now, seen)
         if not decided.body or data is None:
             transport.write(head)
             return 0
@@ -303,7 +318,14 @@ class HttpServer:
         return length
 
     def _remember(
-        self, request: Request, name: str, st: os.stat_result, head: bytes, body: Buffer | None, now: float
+        self,
+        request: Request,
+        name: str,
+        st: os.stat_result,
+        head: bytes,
+        body: Buffer | None,
+        now: float,
+        seen: float,
     ) -> None:
         """Keep a plain 200 answer (`head`, and `body` for a GET: the whole file) for its next asking."""
         if request.range is not None or request.if_modified_since is not None or request.if_range is not None:
@@ -320,7 +342,9 @@ class HttpServer:
         old = answers.get(key)
         if old is not None:
             self._answers_bytes -= len(old.wire)
-        answers[key] = _Answer(name, file_key(st), int(now), wire, len(wire) - len(head), self._name(request))
+        answers[key] = _Answer(
+            name, file_key(st), int(now), wire, len(wire) - len(head), self._name(request), seen
+        )
         self._answers_bytes += len(wire)
 
     @staticmethod
@@ -447,7 +471,7 @@ class HttpServer:
         s.requests += 1
         s.bytes += sent
         s.statuses[st.status] = s.statuses.get(st.status, 0) + 1
-        level = logging.WARNING if outcome is Outcome.ERROR or outcome is Outcome.TIMEOUT else logging.INFO
+        level = logging.WARNING if outcome is _ERROR or outcome is _TIMEOUT else logging.INFO
         if log.isEnabledFor(level):
             msg = st.message()
             if not emit_fast(log, level, msg, st):

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,13 @@ async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
 @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
 def test_an_answer_kept_whole_is_the_answer_the_plain_path_sends(tmp_path: Path, method: bytes) -> None:
     """The same plain request again within a second gets the kept bytes (`_Answer`, one write): byte
-    for byte what the plain path sent; a file replaced under the same name is answered anew."""
+    for byte what the plain path sent; a file replaced under the same name is answered anew (at once
+    with `answer_recheck` 0; the bound itself: test_a_kept_answer_sees_a_change_within_its_bound)."""
     (tmp_path / "a.bin").write_bytes(b"first" * 100)
     request = method + b" /a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
 
     async def exchange() -> tuple[list[tuple[bytes, bytes]], bytes, int, int]:
-        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0))
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0, answer_recheck=0))
         answer_again = server._answer_again
 
         def counted(*args: Any) -> bool:
@@ -174,6 +176,38 @@ def test_an_answer_kept_whole_is_the_answer_the_plain_path_sends(tmp_path: Path,
     assert (b"first" * 100 in plain) == (method == b"GET")
     assert b"Content-Length: 1400" in replaced and (b"second, longer" * 100 in replaced) == (method == b"GET")
     assert requests == 1 + 2 * len(pairs) + 1
+
+
+def test_a_kept_answer_sees_a_change_within_its_bound(tmp_path: Path) -> None:
+    """A kept answer is sent again without a look at its file for `answer_recheck` seconds at most:
+    a file replaced under its name is answered anew by the first request after that bound (or
+    sooner, when the second of its Date has passed)."""
+    (tmp_path / "a.bin").write_bytes(b"first" * 100)
+    request = b"GET /a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    bound = 0.3
+
+    async def exchange() -> tuple[bytes, float, bytes]:
+        server = HttpServer(HttpConfig(root=tmp_path, address="127.0.0.1", port=0, answer_recheck=bound))
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for _ in range(3):
+                await _ask(reader, writer, request)  # read into the cache, then kept whole
+            (tmp_path / "new.bin").write_bytes(b"second, longer" * 100)
+            os.replace(tmp_path / "new.bin", tmp_path / "a.bin")
+            replaced = time.monotonic()
+            soon = await _ask(reader, writer, request)  # within the bound: old or new, never a mix
+            await asyncio.sleep(bound - (time.monotonic() - replaced) + 0.01)
+            waited = time.monotonic() - replaced
+            later = await _ask(reader, writer, request)
+            writer.close()
+            return soon, waited, later
+        finally:
+            await server.close()
+
+    soon, waited, later = asyncio.run(exchange())
+    assert soon.endswith(b"first" * 100) or soon.endswith(b"second, longer" * 100)
+    assert waited >= bound and b"Content-Length: 1400" in later and later.endswith(b"second, longer" * 100)
 
 
 def test_answers_kept_are_bounded_in_bytes(tmp_path: Path) -> None:
@@ -227,3 +261,113 @@ def test_http_metrics_kept_children_count_as_labels_would() -> None:
     assert value("proxydhcp_http_requests_total", method="other", status="405", outcome="refused") == 600
     assert value("proxydhcp_http_requests_total", method="GET", status="200", outcome="completed") == 600
     assert value("proxydhcp_http_sent_bytes_total") == 6000
+
+
+class _Transport:
+    """What HttpConnection uses of a transport, recording nothing but its closing."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+
+def _heads_seen(chunks: list[bytes], guard: Any = None) -> tuple[list[tuple[Any, ...]], Any]:
+    """Feed `chunks` to one connection; the requests its responder is asked to answer, as tuples."""
+    from proxydhcp.http.connection import ConnectionGuard, HttpConnection, Limits, Request
+
+    seen: list[tuple[Any, ...]] = []
+
+    class Responder:
+        def answer(self, conn: HttpConnection, request: Request) -> None:
+            seen.append((request.method, request.target, request.http11, request.keep_alive,
+                         request.range, request.if_modified_since, request.if_range, request.error,
+                         request.reason))  # fmt: skip
+
+    async def run() -> Any:
+        nonlocal guard
+        if guard is None:
+            guard = ConnectionGuard(Limits(), type("Counts", (), {"connections": 0})())
+        conn = HttpConnection(guard, Responder())
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        for chunk in chunks:
+            conn.data_received(chunk)
+        conn.connection_lost(None)
+        guard.close_all()
+        return guard
+
+    return seen, asyncio.run(run())
+
+
+HEADS = [
+    b"GET /s0.bin HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: 127.0.0.1\r\nUser-Agent: ApacheBench/2.3\r\n"
+    b"Accept: */*\r\n\r\n",
+    b"GET /a%20b.efi?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\n\r\n",
+    b"HEAD /a.bin HTTP/1.1\r\nhost: x\r\nIf-Modified-Since: Mon, 07 Dec 2026 19:58:03 GMT\r\n"
+    b"If-Range: Mon, 07 Dec 2026 19:58:03 GMT\r\nrange: bytes=-5\r\n\r\n",
+    b"GET http://x/abs/olute HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\r\nGET /after-a-crlf HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_head_kept_is_the_request_the_parser_makes(head: bytes) -> None:
+    """A head sent again byte for byte is not parsed again (`ConnectionGuard.heads`): the request it
+    gives is the parser's, field for field, on a new connection as on the same one."""
+    once, guard = _heads_seen([head])
+    assert head in guard.heads  # kept
+    again, _ = _heads_seen([head, head, head], guard)
+    assert again == once * 3
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n"] * 2,  # the connection ends: not kept
+        [b"GET /a HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"] * 2,  # no HTTP/1.1 after it
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /a HTTP/1.1\r\nBad header\r\n\r\n"],  # refused
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"] * 2,  # two in one piece
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n", b"\r\n"],  # a head in two pieces
+        [b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n"] * 2,  # a body that looks like a CRLF
+        [b"GET /a HTTP/1.1\r\n\r\nGET /b HT", b"GET /a HTTP/1.1\r\n\r\n"],  # a head after a piece of one
+        [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HT", b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ],
+)
+def test_heads_are_kept_and_used_only_from_a_clean_parser(chunks: list[bytes]) -> None:
+    """Only a keep-alive head that came whole and alone is kept; a kept head is used only when the
+    parser holds nothing: whatever the pieces, the requests are the parser's own."""
+    from proxydhcp.http.connection import ConnectionGuard, Limits
+
+    plain, _ = _heads_seen(chunks, ConnectionGuard(Limits(), type("Counts", (), {"connections": 0})()))
+    warm = ConnectionGuard(Limits(), type("Counts", (), {"connections": 0})())
+    for chunk in chunks:  # every piece, parsed once alone on a connection of its own (kept if it may be)
+        _heads_seen([chunk], warm)
+    kept, _ = _heads_seen(chunks, warm)
+    assert kept == plain
+
+
+def test_heads_kept_are_bounded() -> None:
+    from proxydhcp.http import connection
+
+    heads = [b"GET /f%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(connection.HEADS_KEPT + 10)]
+    big = b"GET /big HTTP/1.1\r\nX: " + b"y" * connection.HEAD_KEPT_SIZE + b"\r\n\r\n"
+    _, guard = _heads_seen([*heads, big])
+    assert 0 < len(guard.heads) <= connection.HEADS_KEPT and big not in guard.heads
