@@ -38,12 +38,13 @@ from proxydhcp.pxe.classify import DHCP_PORT
 from proxydhcp.pxe.pipeline import Answered
 from proxydhcp.pxe.policy import Receiver
 
-__all__ = ["COLD_SKIP", "MAX_ENTRIES", "WINDOW", "Answer", "ReplyMemo"]
+__all__ = ["COLD_SHARE", "COLD_SKIP", "MAX_ENTRIES", "WINDOW", "Answer", "ReplyMemo"]
 
 MAX_ENTRIES = 1024  # shapes remembered; a flood of distinct shapes clears it, costing only misses
 # Traffic whose shapes do not repeat (every request different, or none of it answered) pays the key
 # for nothing: when fewer than 1 in COLD_SHARE lookups of a WINDOW hit, the next COLD_SKIP requests
-# go straight to the pipeline, then the memo tries again.
+# go straight to the pipeline, then the memo tries again, afresh: what it learned from that window is
+# dropped (up to MAX_ENTRIES replies and records, about 1 MiB, kept through the skip for nothing).
 WINDOW = 1024
 COLD_SHARE = 8
 COLD_SKIP = 8192
@@ -164,6 +165,7 @@ class ReplyMemo:
         if self._lookups >= WINDOW:
             if self._window_hits * COLD_SHARE < self._lookups:
                 self.skipping = COLD_SKIP
+                self._entries.clear()
             self._lookups = self._window_hits = 0
         found = self._key(data, source, port, iface, receiver)
         self._missed = (data, source, port, iface, receiver, found)  # a miss: `learn` reuses the key

@@ -24,7 +24,7 @@ from proxydhcp.events import DecisionRecord
 from proxydhcp.pxe.explain import synthetic_request
 from proxydhcp.pxe.pipeline import Answered, Ignored, record, run
 from proxydhcp.pxe.policy import Receiver
-from proxydhcp.serve.memo import COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
+from proxydhcp.serve.memo import COLD_SHARE, COLD_SKIP, MAX_ENTRIES, WINDOW, Answer, ReplyMemo
 from tests.fixtures import DHCP_CAPTURES, FIXTURES
 
 HOST_MAC = "02:00:00:00:00:07"
@@ -327,17 +327,46 @@ def test_cold_traffic_goes_straight_to_the_pipeline_for_a_while_then_the_memo_tr
     data, port, source = frame
     memo = ReplyMemo(config)
     _learn(memo, frame, config, receiver)
-    # A window of requests that never repeat a shape (each with another hops byte and sname).
+    # A window of requests that never repeat a shape (each with another hops byte and sname), each
+    # learned as serve does.
     for i in range(WINDOW):
         cold = data[:3] + bytes([i % 256]) + data[4:44] + bytes([1 + i // 256]) + data[45:]
         assert memo.answer(cold, source, port, "eth0", receiver) is None
+        _learn_one(memo, cold, source, port, config, receiver)
     assert memo.skipping == COLD_SKIP
-    assert memo.answer(data, source, port, "eth0", receiver) is None  # skipped, though learned
+    # What that window learned is dropped, not kept through the skip (it did not repeat): the memory
+    # cold traffic makes the memo hold is bounded by one window, only while it lasts.
+    assert len(memo) == 0
+    assert memo.answer(data, source, port, "eth0", receiver) is None  # skipped
     _learn(memo, frame, config, receiver)  # nor learned meanwhile
+    assert len(memo) == 0
     for _ in range(COLD_SKIP - 1):
         memo.answer(data, source, port, "eth0", receiver)
     assert memo.skipping == 0
+    # Tried again afresh: the first of a shape goes to the pipeline, which teaches the memo again.
+    assert memo.answer(data, source, port, "eth0", receiver) is None
+    _learn(memo, frame, config, receiver)
     assert _check(memo, frame, config, receiver) is not None
+
+
+def test_a_window_with_enough_hits_keeps_what_it_learned() -> None:
+    """A boot storm among other traffic (1 hit in COLD_SHARE lookups, or more) is not cold: the
+    learned shapes stay and keep answering as the pipeline does."""
+    config, receiver = CONFIGS["subnets"], RECEIVERS[0]
+    frame = next(f for f in FRAMES if f[1] == 67 and _full(f, config, receiver) is not None)
+    data, port, source = frame
+    memo = ReplyMemo(config)
+    _learn(memo, frame, config, receiver)
+    rng = random.Random(7)
+    for i in range(WINDOW):
+        if i % COLD_SHARE == 0:
+            assert _check(memo, _sibling(frame, rng), config, receiver) is not None
+        else:
+            cold = data[:3] + bytes([i % 256]) + data[4:44] + bytes([1 + i // 256]) + data[45:]
+            assert memo.answer(cold, source, port, "eth0", receiver) is None
+    assert memo.skipping == 0
+    assert len(memo) == 1
+    assert _check(memo, _sibling(frame, rng), config, receiver) is not None
 
 
 def test_learn_never_reuses_the_key_of_another_context() -> None:
