@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.run import CpuGroup, proc_mem
+from bench.procstat import CpuGroup, proc_mem
 
 MIB = 1 << 20
 BENCH = Path(__file__).resolve().parent
