@@ -116,7 +116,9 @@ class TextFormatter(logging.Formatter):
         return f"{line} {pairs}" if pairs else line
 
     @classmethod
-    def object_line(cls, created: float, levelname: str, name: str, msg: str, source: StructuredFields) -> str:
+    def object_line(
+        cls, created: float, levelname: str, name: str, msg: str, source: StructuredFields
+    ) -> str:
         """`fast_line` of an object that renders its fields (what `emit_fast` defers)."""
         line = cls._head(created, levelname, name, msg)
         text_fields = getattr(source, "text_fields", None)
@@ -156,7 +158,9 @@ class JsonFormatter(logging.Formatter):
         return _json.encode(cls._data(created, levelname, name, msg, fields))
 
     @classmethod
-    def object_line(cls, created: float, levelname: str, name: str, msg: str, source: StructuredFields) -> str:
+    def object_line(
+        cls, created: float, levelname: str, name: str, msg: str, source: StructuredFields
+    ) -> str:
         """`fast_line` of an object that renders its fields (what `emit_fast` defers)."""
         return _json.encode(cls._data(created, levelname, name, msg, source.fields()))
 
