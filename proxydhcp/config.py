@@ -374,11 +374,12 @@ class Lookup:
 
     def subnet_for(self, address: IPv4Address | IPv6Address) -> SubnetSettings | None:
         """`Settings.subnet_for`."""
-        return _most_specific(self.subnets[address.version], address)
+        # The family by type: `address.version` is a Python-level property (a third of the lookup).
+        return _most_specific(self.subnets[4 if isinstance(address, IPv4Address) else 6], address)
 
     def view_for(self, address: IPv4Address | IPv6Address) -> SubnetView | None:
         """`subnet_for`'s subnet as a SubnetView (the same walk, on the same table)."""
-        return _most_specific(self.views[address.version], address)
+        return _most_specific(self.views[4 if isinstance(address, IPv4Address) else 6], address)
 
 
 def _most_specific(table: tuple[tuple[int, int, _T], ...], address: IPv4Address | IPv6Address) -> _T | None:

@@ -94,7 +94,7 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), ma
     st.sampled_from(list(Stage)),
     st.integers(0, 65535),
     st.lists(st.one_of(st.none(), _TEXT), min_size=10, max_size=10),
-    st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)),
+    st.one_of(st.none(), st.integers(0, 0xFFFFFFFF), st.integers(), st.sampled_from([-1, 1 << 32])),
 )
 def test_answer_lines_equal_the_generic_rendering(
     stage: Stage, port: int, texts: list[str | None], xid: int | None

@@ -317,3 +317,12 @@ def test_mapping_check_is_isinstance() -> None:
     for _ in range(2):
         for sample in samples:
             assert _is_mapping(sample) == isinstance(sample, Mapping)
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
+def test_deferred_object_lines_equal_the_fields_line(formatter: type[TextFormatter | JsonFormatter]) -> None:
+    # emit_fast defers an object's line to object_line, which skips fast_line's mapping test.
+    for rec in (_answer(), _answer(xid=None), _answer(delay_ms=300)):
+        line = formatter.object_line(1.5, "INFO", "proxydhcp.dhcp", rec.message(), rec)
+        assert line == formatter.fast_line(1.5, "INFO", "proxydhcp.dhcp", rec.message(), rec)
+        assert line == formatter.fast_line(1.5, "INFO", "proxydhcp.dhcp", rec.message(), rec.fields())
