@@ -22,11 +22,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench import setup_env
-from bench.tftp_instructions import totals
+from bench.callgrind import counted, wait_listening
 
 
 def main() -> int:
@@ -56,29 +55,18 @@ def main() -> int:
                 cwd=tree, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         try:
-            for _ in range(600):
-                ss = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
-                if f":{port} " in ss:
-                    break
-                time.sleep(0.1)
-            else:
-                raise SystemExit("the server under valgrind did not start")
+            wait_listening(port, "-Hltn", 600)
             pid = str(server.pid)
             ab = ["ab", "-q", "-k", "-c", str(args.clients), "-s", "120"]
             subprocess.run([*ab, "-n", "500", url], capture_output=True, check=True)  # warm-up
             counts: list[int] = []
             for n in (args.requests, 2 * args.requests):
                 name = f"n{n}"
-                subprocess.run(["callgrind_control", "-z", pid], capture_output=True, check=True)
-                subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True, check=True)
-                out = subprocess.run([*ab, "-n", str(n), url], capture_output=True, text=True, check=False)
-                subprocess.run(["callgrind_control", "-i", "off", pid], capture_output=True, check=True)
-                subprocess.run(["callgrind_control", "-d", name, pid], capture_output=True, check=True)
+                count, out = counted(pid, work, name, lambda n=n: subprocess.run(
+                    [*ab, "-n", str(n), url], capture_output=True, text=True, check=False))  # fmt: skip
                 if "Failed requests:        0" not in out.stdout or out.returncode != 0:
                     raise SystemExit(f"ab failed: {out.stdout[-600:]} {out.stderr[-300:]}")
-                trigger = f"Trigger: dump {name}"
-                dumps = [p for p in work.glob("cg.*") if trigger in p.read_text(errors="replace")[:4000]]
-                counts.append(totals(dumps[-1]))
+                counts.append(count)
             if args.keep is not None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 for dump in work.glob("cg.*"):

@@ -22,17 +22,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench import setup_env
-
-
-def totals(path: Path) -> int:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no totals in {path}")
+from bench.callgrind import counted, wait_listening
 
 
 def main() -> int:
@@ -64,33 +57,21 @@ def main() -> int:
             cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
-            for _ in range(300):
-                ss = subprocess.run(["ss", "-Hlun"], capture_output=True, text=True, check=True).stdout
-                if f":{port} " in ss:
-                    break
-                time.sleep(0.1)
-            else:
-                raise SystemExit("the server under valgrind did not start")
+            wait_listening(port, "-Hlun", 300)
             pid = str(server.pid)
             counts: list[tuple[int, int]] = []
             for mib in sizes:
                 name = f"f{mib}.bin"
-                subprocess.run(["callgrind_control", "-z", pid], capture_output=True, check=True)
-                subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True, check=True)
-                out = subprocess.run(
+                count, out = counted(pid, work, name, lambda name=name: subprocess.run(
                     ["taskset", "-c", "0", str(load), "--port", str(port), "--file", name, "--expect",
                      str(root / name), "--blksize", str(args.blksize), "--windowsize", str(args.windowsize),
                      "--tsize", "--deadline", "600", "--timeout-ms", "5000"],
                     capture_output=True, text=True, check=False,
-                )  # fmt: skip
-                subprocess.run(["callgrind_control", "-i", "off", pid], capture_output=True, check=True)
-                subprocess.run(["callgrind_control", "-d", name, pid], capture_output=True, check=True)
+                ))  # fmt: skip
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 if result.get("ok") != 1 or result.get("retransmits"):
                     raise SystemExit(f"{name}: {result}")
-                trigger = f"Trigger: dump {name}"
-                dumps = [p for p in work.glob("cg.*") if trigger in p.read_text(errors="replace")[:4000]]
-                counts.append((totals(dumps[-1]), int(result["blocks"])))
+                counts.append((count, int(result["blocks"])))
         finally:
             server.terminate()
             server.wait(30)
