@@ -48,8 +48,8 @@ log = logging.getLogger("proxydhcp.http")
 
 STOP_GRACE = 2.0
 ONE_WRITE = 64 * 1024  # a cached body up to this size is joined to its head (one write, one copy)
-HEADS_KEPT = 1024
-HEADS_BYTES = 4 * 1024 * 1024  # bytes of answers kept whole for their next asking (`_Answer`)
+ANSWERS_KEPT = 1024
+ANSWERS_BYTES = 4 * 1024 * 1024  # bytes of answers kept whole for their next asking (`_Answer`)
 ANSWER_RECHECK = 0.1  # seconds a kept answer is sent again before its file is looked at anew
 # The members every request uses, as plain names: in Python 3.11 an enum class's attribute goes
 # through EnumType.__getattr__'s slow hook (~850 instructions each, four per small request).
@@ -335,7 +335,7 @@ class HttpServer:
         wire = head if body is None else head + body
         answers = self._answers
         # Targets come from clients: bounded in number and bytes, cleared when full.
-        if len(answers) >= HEADS_KEPT or self._answers_bytes + len(wire) > HEADS_BYTES:
+        if len(answers) >= ANSWERS_KEPT or self._answers_bytes + len(wire) > ANSWERS_BYTES:
             answers.clear()
             self._answers_bytes = 0
         key = (request.target, request.keep_alive, request.http11, request.method)

@@ -232,12 +232,12 @@ def test_answers_kept_are_bounded_in_bytes(tmp_path: Path) -> None:
         finally:
             await server.close()
 
-    limit = server_module.HEADS_BYTES
-    server_module.HEADS_BYTES = 200_000
+    limit = server_module.ANSWERS_BYTES
+    server_module.ANSWERS_BYTES = 200_000
     try:
         most, counted = asyncio.run(fetch_all())
     finally:
-        server_module.HEADS_BYTES = limit
+        server_module.ANSWERS_BYTES = limit
     assert 0 < most <= 200_000 and counted <= 200_000
 
 
