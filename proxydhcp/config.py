@@ -66,22 +66,23 @@ def _normalize_boot_table(table: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _without_derived(model: BaseModel) -> None:
-    """Drop the cached_property values a model_copy carried over: they would describe the original."""
-    for klass in type(model).__mro__:
-        for name, attr in vars(klass).items():
-            if isinstance(attr, cached_property):
-                model.__dict__.pop(name, None)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Derives(BaseModel):
+    """A model with values derived from its fields (cached_property: `Settings.lookup`, the texts of
+    `SubnetSettings.cidr_text` and `ServerSettings.server_ip_text`), built on first use."""
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """As BaseModel's, without the texts derived from the original's fields."""
+        """As BaseModel's, without the derived values the copy carried over: they would describe the
+        original's fields."""
         copied = super().model_copy(update=update, deep=deep)
-        _without_derived(copied)
+        for klass in type(copied).__mro__:
+            for name, attr in vars(klass).items():
+                if isinstance(attr, cached_property):
+                    copied.__dict__.pop(name, None)
         return copied
+
+
+class _Section(_Derives):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class ServerSettings(_Section):
@@ -252,7 +253,7 @@ class MetricsSettings(_Section):
         return value
 
 
-class Settings(BaseSettings):
+class Settings(_Derives, BaseSettings):
     """The whole configuration of `proxydhcp serve`."""
 
     model_config = SettingsConfigDict(
@@ -321,12 +322,6 @@ class Settings(BaseSettings):
             uefi_mode=server.uefi_mode,
             reply_delay_ms=server.reply_delay_ms,
         )
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """As BaseModel's, without the derived view (it would describe the original's fields)."""
-        copied = super().model_copy(update=update, deep=deep)
-        _without_derived(copied)
-        return copied
 
     @classmethod
     def settings_customise_sources(
