@@ -345,10 +345,6 @@ class Settings(_Derives, BaseSettings):
         """The enabled subnet containing `address` (the most specific one), or None."""
         return self.lookup.subnet_for(address)
 
-    def host_for(self, mac: str) -> HostSettings | None:
-        """The `[[host]]` entry of `mac` (normalised, as `normalize_mac` gives it), or None."""
-        return self.lookup.hosts.get(mac)
-
 
 _T = TypeVar("_T")
 

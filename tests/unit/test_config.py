@@ -89,7 +89,7 @@ ignore = true
     assert s.subnet[0].cidr == IPv4Network("10.0.0.0/24")  # host bits are forgiven
     assert s.subnet[0].boot == {"efi-arm64": "arm64.efi"}
     assert s.host[0].mac == "52:54:00:aa:bb:cc" and s.host[1].ignore
-    assert s.host_for("52:54:00:aa:bb:cd") is s.host[1]
+    assert s.lookup.hosts.get("52:54:00:aa:bb:cd") is s.host[1]
     assert s.subnet_for(IPv4Address("10.0.0.99")) is s.subnet[0]
     assert s.subnet_for(IPv4Address("10.0.1.1")) is None
 
